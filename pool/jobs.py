@@ -1,0 +1,227 @@
+"""Block templates from the node, and the Stratum jobs built from them.
+
+A `Template` is one `getblocktemplate` answer, parsed once. A `Job` is that template with a
+coinbase paying one payout script; every miner with the same payout script on the same template
+shares one job (and its pre-serialized notify line), so per-job work is done once per
+(template, payout script), never per share or per connection.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from .consensus.block import build_header, serialize_block, stratum_prevhash
+from .consensus.coinbase import (
+    CoinbaseParts,
+    TxOut,
+    add_witness_reserved_value,
+    build_coinbase,
+)
+from .consensus.merkle import coinbase_merkle_branch, merkle_root_from_branch
+from .consensus.serialize import display_to_internal, sha256d
+from .consensus.target import nbits_to_target, target_to_difficulty
+
+log = logging.getLogger(__name__)
+
+EXTRANONCE1_SIZE = 4
+EXTRANONCE2_SIZE = 8
+BIP320_MASK = 0x1FFFE000
+# Rules we know how to follow; a template requiring any other ("!"-prefixed) one is refused.
+KNOWN_RULES = {"segwit", "signet", "csv", "taproot", "testdummy"}
+
+
+class TemplateError(Exception):
+    """A template we cannot mine on."""
+
+
+@dataclass(frozen=True)
+class Template:
+    height: int
+    prev_hash: str  # display hex, as the node reports it
+    version: int  # as the node gave it
+    bits: int
+    target: int
+    curtime: int
+    mintime: int
+    coinbase_value: int
+    coinbase_aux: bytes
+    witness_commitment: bytes | None
+    transactions: tuple[bytes, ...]  # raw (witness-serialized) data, in template order
+    txids: tuple[bytes, ...]  # internal byte order
+    merkle_branch: tuple[bytes, ...]
+    longpollid: str | None
+
+    @classmethod
+    def from_rpc(cls, gbt: dict[str, Any]) -> Template:
+        for rule in gbt.get("rules", []):
+            if rule.startswith("!") and rule[1:] not in KNOWN_RULES:
+                raise TemplateError(f"the node's template requires unknown rule {rule!r}")
+        txs = gbt.get("transactions", [])
+        txids = tuple(display_to_internal(tx["txid"]) for tx in txs)
+        commitment = gbt.get("default_witness_commitment")
+        aux = b"".join(bytes.fromhex(v) for v in gbt.get("coinbaseaux", {}).values())
+        return cls(
+            height=int(gbt["height"]),
+            prev_hash=str(gbt["previousblockhash"]),
+            version=int(gbt["version"]),
+            bits=int(gbt["bits"], 16),
+            target=int(gbt["target"], 16) if "target" in gbt else nbits_to_target(
+                int(gbt["bits"], 16)
+            ),
+            curtime=int(gbt["curtime"]),
+            mintime=int(gbt.get("mintime", gbt["curtime"])),
+            coinbase_value=int(gbt["coinbasevalue"]),
+            coinbase_aux=aux,
+            witness_commitment=bytes.fromhex(commitment) if commitment else None,
+            transactions=tuple(bytes.fromhex(tx["data"]) for tx in txs),
+            txids=txids,
+            merkle_branch=tuple(coinbase_merkle_branch(list(txids))),
+            longpollid=gbt.get("longpollid"),
+        )
+
+    @property
+    def network_difficulty(self) -> float:
+        return target_to_difficulty(self.target)
+
+    @property
+    def job_version(self) -> int:
+        """The version sent to miners: the template's with the BIP320 rolling bits cleared,
+        because firmware disagrees whether rolled bits are ORed or XORed in (reference §6)."""
+        return self.version & ~BIP320_MASK
+
+    @property
+    def ntime(self) -> int:
+        return max(self.curtime, self.mintime)
+
+
+class Job:
+    """One unit of work: a template plus a coinbase paying one payout script."""
+
+    __slots__ = (
+        "job_id",
+        "template",
+        "payout_script",
+        "coinbase",
+        "branch",
+        "version",
+        "ntime",
+        "_notify",
+    )
+
+    def __init__(
+        self, job_id: str, template: Template, payout_script: bytes, coinbase: CoinbaseParts
+    ) -> None:
+        self.job_id = job_id
+        self.template = template
+        self.payout_script = payout_script
+        self.coinbase = coinbase
+        self.branch = template.merkle_branch
+        self.version = template.job_version
+        self.ntime = template.ntime
+        self._notify: dict[bool, bytes] = {}
+
+    def notify_params(self, clean: bool) -> list[Any]:
+        return [
+            self.job_id,
+            stratum_prevhash(self.template.prev_hash),
+            self.coinbase.coinb1.hex(),
+            self.coinbase.coinb2.hex(),
+            [b.hex() for b in self.branch],
+            f"{self.version:08x}",
+            f"{self.template.bits:08x}",
+            f"{self.ntime:08x}",
+            clean,
+        ]
+
+    def notify_line(self, clean: bool) -> bytes:
+        """The `mining.notify` line, serialized once and shared by every miner on this job."""
+        line = self._notify.get(clean)
+        if line is None:
+            message = {"id": None, "method": "mining.notify", "params": self.notify_params(clean)}
+            line = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+            self._notify[clean] = line
+        return line
+
+    def header(self, extranonce: bytes, ntime: int, nonce: int, version: int) -> bytes:
+        coinbase_txid = sha256d(self.coinbase.assemble(extranonce))
+        root = merkle_root_from_branch(coinbase_txid, list(self.branch))
+        prev = display_to_internal(self.template.prev_hash)
+        return build_header(version, prev, root, ntime, self.template.bits, nonce)
+
+    def block(self, header: bytes, extranonce: bytes) -> bytes:
+        """The whole block, coinbase with its witness, ready for submitblock."""
+        coinbase = self.coinbase.assemble(extranonce)
+        if self.template.witness_commitment is not None:
+            coinbase = add_witness_reserved_value(coinbase)
+        return serialize_block(header, coinbase, list(self.template.transactions))
+
+
+class JobManager:
+    """Holds the current template and hands out jobs per payout script."""
+
+    def __init__(self, coinbase_tag: bytes, keep_templates: int = 8) -> None:
+        self.coinbase_tag = coinbase_tag
+        self.template: Template | None = None
+        # Random start so job ids are not reused across restarts (ESP-Miner ignores repeats).
+        self._ids = itertools.count(secrets.randbits(28) << 4)
+        self._current: dict[bytes, Job] = {}
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._keep_templates = keep_templates
+        self._generations: list[list[str]] = []
+
+    def set_template(self, template: Template) -> bool:
+        """Install a new template; returns True if it builds on a new previous block."""
+        new_tip = self.template is None or template.prev_hash != self.template.prev_hash
+        if template.version & BIP320_MASK:
+            log.info(
+                "template version %08x has bits inside the rolling mask; sending %08x",
+                template.version,
+                template.job_version,
+            )
+        self.template = template
+        self._current = {}
+        if new_tip:
+            self._jobs.clear()
+            self._generations = []
+        self._generations.append([])
+        while len(self._generations) > self._keep_templates:
+            for job_id in self._generations.pop(0):
+                self._jobs.pop(job_id, None)
+        return new_tip
+
+    def job_for(self, payout_script: bytes, fresh: bool = False) -> Job:
+        """The current job for a payout script; `fresh` forces a new job id (after a difficulty
+        change, so the miner's shares can be matched to the difficulty they were mined at)."""
+        if self.template is None:
+            raise TemplateError("no block template yet")
+        job = None if fresh else self._current.get(payout_script)
+        if job is None:
+            job = self._make_job(self.template, payout_script)
+            self._current[payout_script] = job
+        return job
+
+    def _make_job(self, template: Template, payout_script: bytes) -> Job:
+        outputs = [TxOut(template.coinbase_value, payout_script)]
+        if template.witness_commitment is not None:
+            outputs.append(TxOut(0, template.witness_commitment))
+        coinbase = build_coinbase(
+            height=template.height,
+            outputs=outputs,
+            extranonce_size=EXTRANONCE1_SIZE + EXTRANONCE2_SIZE,
+            tag=self.coinbase_tag,
+            aux=template.coinbase_aux,
+        )
+        job = Job(f"{next(self._ids):x}", template, payout_script, coinbase)
+        self._jobs[job.job_id] = job
+        self._generations[-1].append(job.job_id)
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        """A job that may still be mined on (same previous block), else None (stale/unknown)."""
+        return self._jobs.get(job_id)

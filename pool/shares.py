@@ -1,0 +1,109 @@
+"""Judging one `mining.submit` against its job: pure, no I/O, no session state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .consensus.block import header_hash
+from .consensus.target import hash_difficulty, hash_to_int
+from .jobs import EXTRANONCE2_SIZE, Job
+
+# Stratum error codes (slush's list, as every pool and firmware uses them).
+ERR_OTHER = 20
+ERR_STALE = 21
+ERR_DUPLICATE = 22
+ERR_LOW_DIFFICULTY = 23
+ERR_UNAUTHORIZED = 24
+ERR_NOT_SUBSCRIBED = 25
+
+# ntime may move ahead of the job's by this much (home hardware rolls far less) and never past
+# the consensus limit of the node's time + 2 h.
+MAX_NTIME_ROLL = 600
+MAX_FUTURE_SECONDS = 7200
+
+
+class ShareError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Share:
+    job: Job
+    extranonce2: bytes
+    ntime: int
+    nonce: int
+    version: int
+    header: bytes
+    hash: bytes  # internal byte order
+
+    @property
+    def hash_int(self) -> int:
+        return hash_to_int(self.hash)
+
+    @property
+    def difficulty(self) -> float:
+        """The difficulty this hash achieved (for best-share records)."""
+        return hash_difficulty(self.hash)
+
+    @property
+    def is_block(self) -> bool:
+        return self.hash_int <= self.job.template.target
+
+    @property
+    def block_hash(self) -> str:
+        return self.hash[::-1].hex()
+
+    def key(self) -> tuple[bytes, int, int, int]:
+        return (self.extranonce2, self.ntime, self.nonce, self.version)
+
+
+def parse_hex32(value: object, name: str) -> int:
+    """A 32-bit big-endian hex field; short values are left-padded (NerdMiner drops zeros)."""
+    if not isinstance(value, str) or not 1 <= len(value) <= 8:
+        raise ShareError(ERR_OTHER, f"{name} must be up to 8 hex digits")
+    try:
+        return int(value, 16)
+    except ValueError:
+        raise ShareError(ERR_OTHER, f"{name} is not hex") from None
+
+
+def parse_extranonce2(value: object) -> bytes:
+    """extranonce2 as sent; like ckpool, a short one is padded with trailing zeros."""
+    if not isinstance(value, str) or len(value) > 2 * EXTRANONCE2_SIZE or len(value) % 2:
+        raise ShareError(ERR_OTHER, f"extranonce2 must be {2 * EXTRANONCE2_SIZE} hex digits")
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        raise ShareError(ERR_OTHER, "extranonce2 is not hex") from None
+    return raw.ljust(EXTRANONCE2_SIZE, b"\0")
+
+
+def build_share(
+    job: Job,
+    extranonce1: bytes,
+    extranonce2_hex: object,
+    ntime_hex: object,
+    nonce_hex: object,
+    version_bits_hex: object | None,
+    version_mask: int,
+    now: float,
+) -> Share:
+    """Check a submit's fields against the job and hash it. Raises ShareError (code 20)."""
+    extranonce2 = parse_extranonce2(extranonce2_hex)
+    ntime = parse_hex32(ntime_hex, "ntime")
+    nonce = parse_hex32(nonce_hex, "nonce")
+    earliest = job.template.mintime
+    latest = min(job.ntime + MAX_NTIME_ROLL, int(now) + MAX_FUTURE_SECONDS)
+    if not earliest <= ntime <= max(latest, job.ntime):
+        raise ShareError(ERR_OTHER, "ntime out of range")
+    version = job.version
+    if version_bits_hex is not None:
+        bits = parse_hex32(version_bits_hex, "version bits")
+        if bits & ~version_mask:
+            raise ShareError(ERR_OTHER, "invalid version bits (outside the negotiated mask)")
+        version = (job.version & ~version_mask) | bits
+    header = job.header(extranonce1 + extranonce2, ntime, nonce, version)
+    return Share(job, extranonce2, ntime, nonce, version, header, header_hash(header))

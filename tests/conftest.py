@@ -1,0 +1,82 @@
+"""Shared fixtures: real regtest nodes and an in-process pool connected to them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from pool.app import Pool
+from pool.config import Config, parse_config
+from tests.regtest import RegtestNode
+
+
+def pool_config(node: RegtestNode, data_dir: Path, **stratum: Any) -> Config:
+    """A pool config for `node`: loopback, a free port, tiny shares for CPU miners."""
+    table: dict[str, Any] = {
+        "node": {
+            "rpc_url": node.rpc_url,
+            "rpc_user": node.rpc_user,
+            "rpc_password": node.rpc_password,
+            "poll_seconds": 0.5,
+        },
+        "stratum": {
+            "host": "127.0.0.1",
+            "port": 0,
+            "start_difficulty": 0.0001,
+            "min_difficulty": 0.00001,
+            "share_interval_seconds": 2,
+            **stratum,
+        },
+        "pool": {"data_dir": str(data_dir)},
+    }
+    if node.zmq_url is not None:
+        table["node"]["zmq_hashblock"] = node.zmq_url
+    return parse_config(table, data_dir)
+
+
+@pytest.fixture
+def fresh_node() -> Iterator[RegtestNode]:
+    """A node at height 0 with an empty wallet "w"."""
+    with RegtestNode() as node:
+        node.create_wallet()
+        yield node
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[RegtestNode]:
+    """A node with wallet "w" and 101 blocks (spendable coins), shared by a test module."""
+    with RegtestNode() as node:
+        node.create_wallet()
+        node.generate(101)
+        yield node
+
+
+PoolFactory = Callable[..., Any]
+
+
+@pytest_asyncio.fixture
+async def start_pool(tmp_path: Path) -> AsyncIterator[PoolFactory]:
+    """Factory: `await start_pool(node, **stratum_overrides)` -> a started in-process Pool."""
+    pools: list[Pool] = []
+
+    async def factory(node: RegtestNode, **stratum: Any) -> Pool:
+        pool = Pool(pool_config(node, tmp_path / f"data{len(pools)}", **stratum))
+        await pool.start()
+        pools.append(pool)
+        return pool
+
+    yield factory
+    for pool in pools:
+        await pool.stop()
+
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    """Run async tests on uvloop, as the pool runs in production."""
+    import uvloop
+
+    return {"uvloop": uvloop.new_event_loop}

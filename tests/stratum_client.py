@@ -1,0 +1,107 @@
+"""A plain Stratum V1 test client: raw lines out, replies matched by id, notifications queued."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from typing import Any
+
+
+class StratumTestClient:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.replies: dict[Any, dict[str, Any]] = {}
+        self.notifications: list[dict[str, Any]] = []
+        self._ids = itertools.count(1)
+        self._event = asyncio.Event()
+        self.closed = False
+        self._task = asyncio.create_task(self._read_loop())
+        self.extranonce1 = b""
+        self.extranonce2_size = 0
+
+    @classmethod
+    async def connect(cls, host: str, port: int) -> StratumTestClient:
+        reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
+        return cls(reader, writer)
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                line = await self.reader.readline()
+                if not line:
+                    break
+                message = json.loads(line)
+                if message.get("method") is not None:
+                    self.notifications.append(message)
+                else:
+                    self.replies[message.get("id")] = message
+                self._event.set()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self.closed = True
+            self._event.set()
+
+    async def _wait(self, predicate: Any, timeout: float) -> Any:
+        async with asyncio.timeout(timeout):
+            while True:
+                found = predicate()
+                if found is not None:
+                    return found
+                if self.closed:
+                    raise ConnectionError("connection closed by the pool")
+                self._event.clear()
+                await self._event.wait()
+
+    def send_raw(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    def send(self, method: str, params: list[Any], msg_id: Any = None) -> Any:
+        if msg_id is None:
+            msg_id = next(self._ids)
+        line = json.dumps({"id": msg_id, "method": method, "params": params})
+        self.writer.write(line.encode() + b"\n")
+        return msg_id
+
+    async def reply(self, msg_id: Any, timeout: float = 10.0) -> dict[str, Any]:
+        result: dict[str, Any] = await self._wait(lambda: self.replies.pop(msg_id, None), timeout)
+        return result
+
+    async def request(self, method: str, params: list[Any], timeout: float = 10.0) -> Any:
+        return await self.reply(self.send(method, params), timeout)
+
+    async def notification(
+        self, method: str, timeout: float = 10.0, after: int = 0
+    ) -> dict[str, Any]:
+        """The first notification of `method` at index >= `after` in `notifications`."""
+
+        def find() -> dict[str, Any] | None:
+            for message in self.notifications[after:]:
+                if message["method"] == method:
+                    return message
+            return None
+
+        result: dict[str, Any] = await self._wait(find, timeout)
+        return result
+
+    async def handshake(self, user: str, configure: bool = True) -> None:
+        if configure:
+            await self.request(
+                "mining.configure",
+                [["version-rolling"], {"version-rolling.mask": "ffffffff"}],
+            )
+        sub = await self.request("mining.subscribe", ["test-client/1"])
+        self.extranonce1 = bytes.fromhex(sub["result"][1])
+        self.extranonce2_size = sub["result"][2]
+        auth = await self.request("mining.authorize", [user, "x"])
+        assert auth["result"] is True, auth
+
+    async def close(self) -> None:
+        self.writer.close()
+        self._task.cancel()
+        try:
+            await self.writer.wait_closed()
+        except (ConnectionError, OSError):
+            pass
