@@ -10,7 +10,7 @@ from typing import Any
 
 from .blocks import BlockSpool, BlockSubmitter, FoundBlock
 from .config import Config
-from .consensus.address import CHAINS, AddressError, address_to_script
+from .consensus.address import CHAINS, AddressError, address_to_script, is_supported_payout
 from .jobs import JobManager, Template
 from .node import NodeAuthError, NodeClient, NodeError, NodeRPCError, NodeUnreachable
 from .shares import Share
@@ -149,6 +149,11 @@ class Pool:
             return cached
         try:
             script = address_to_script(address, self.chain)
+            if not is_supported_payout(script):
+                raise AddressError(
+                    "only P2PKH, P2SH, P2WPKH, P2WSH and P2TR payouts are supported (outputs to "
+                    "future witness versions can be spent by anyone today)"
+                )
         except AddressError as exc:
             raise AddressRefused(
                 f"{address!r} is not a valid {self.chain} address: {exc}"

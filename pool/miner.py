@@ -523,6 +523,7 @@ class Miner:
         """Mine until the block count or time limit is reached (or ``stop``); return the exit
         code and print the summary line."""
         self._loop = asyncio.get_running_loop()
+        started = time.monotonic()
         self._start_workers()
         conn_task = asyncio.create_task(self._connection_loop(), name="stratum-connection")
         try:
@@ -534,6 +535,9 @@ class Miner:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await conn_task
             self._stop_workers()
+            elapsed = max(time.monotonic() - started, 1e-6)
+            rate = self.hashes / elapsed / 1000
+            log.info("hashed %d in %.1f s (about %.1f kH/s)", self.hashes, elapsed, rate)
             print(self.summary(), file=self.out, flush=True)
         if self._exit_code is not None:
             return self._exit_code
@@ -818,13 +822,13 @@ class Miner:
             log.warning("share rejected (job %s): %s", share.job_id, _error_text(msg))
             return
         self.accepted += 1
-        log.info("share accepted (job %s) %s", share.job_id, self.summary())
         if is_block:
             self.blocks += 1
             self.block_hashes.append(share.display_hash)
             print(f"block {share.display_hash}", file=self.out, flush=True)
-            if self.config.blocks is not None and self.blocks >= self.config.blocks:
-                self.stop()
+        log.info("share accepted (job %s) %s", share.job_id, self.summary())
+        if self.config.blocks is not None and self.blocks >= self.config.blocks:
+            self.stop()
 
     def _handle_method(self, method: str, params: Any, msg_id: Any) -> None:
         s = self._session
@@ -888,10 +892,12 @@ class Miner:
         except ValueError as exc:
             log.warning("ignoring bad mining.notify: %s", exc)
             return
+        extranonce_changed = False
         if s.next_extranonce is not None:
+            extranonce_changed = s.next_extranonce != (s.extranonce1, s.extranonce2_size)
             s.extranonce1, s.extranonce2_size = s.next_extranonce
             s.next_extranonce = None
-        if job.clean_jobs:
+        if job.clean_jobs or extranonce_changed:  # older shares would carry the old extranonce
             s.valid_jobs.clear()
         s.valid_jobs[job.job_id] = job
         while len(s.valid_jobs) > 32:

@@ -31,9 +31,9 @@ class VarDiff:
 
     def clamp(self, difficulty: float, network_difficulty: float | None = None) -> float | int:
         ceiling = self.maximum
-        if network_difficulty is not None:
-            # No point asking for shares harder than a block; but never below the floor
-            # (regtest's network difficulty is far below any useful share difficulty).
+        if network_difficulty is not None and network_difficulty >= self.minimum:
+            # No point asking for shares harder than a block. Regtest's network difficulty is
+            # below any useful share difficulty; there the ceiling does not apply.
             ceiling = min(ceiling, network_difficulty)
         return round_difficulty(max(self.minimum, min(ceiling, difficulty)))
 

@@ -9,6 +9,7 @@ refreshed every `template_refresh_seconds` so new fee-paying transactions get in
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,17 @@ log = logging.getLogger(__name__)
 
 LONGPOLL_TIMEOUT = 600.0
 MAX_BACKOFF = 10.0
+
+
+def same_work(a: Template, b: Template) -> bool:
+    """Templates that would give miners identical jobs."""
+    return (
+        a.prev_hash == b.prev_hash
+        and a.txids == b.txids
+        and a.coinbase_value == b.coinbase_value
+        and a.bits == b.bits
+        and a.version == b.version
+    )
 
 
 class TemplateSource:
@@ -41,18 +53,21 @@ class TemplateSource:
 
     # --- fetching -------------------------------------------------------------------------------
 
-    async def update(self, reason: str) -> bool:
-        """Fetch a template now and install it. Returns False if the node could not answer."""
+    async def update(self, reason: str, resend: bool = False) -> bool:
+        """Fetch a template now and install it. Returns False if the node could not answer.
+
+        An unchanged template is not sent again unless `resend` (the periodic refresh, which
+        also keeps miners like cgminer from calling a quiet pool dead after 90 s)."""
         started = self.installed
         try:
             gbt = await self.node.get_block_template()
         except NodeError as exc:
             self._node_failed(exc)
             return False
-        self._install(gbt, reason, started)
+        self._install(gbt, reason, started, resend)
         return True
 
-    def _install(self, gbt: dict[str, Any], reason: str, started: int) -> None:
+    def _install(self, gbt: dict[str, Any], reason: str, started: int, resend: bool) -> None:
         self._node_recovered()
         try:
             template = Template.from_rpc(gbt)
@@ -64,6 +79,10 @@ class TemplateSource:
             template.prev_hash != current.prev_hash
         ):
             # A newer template was installed while this request was out; this one may be older.
+            return
+        if current is not None and not resend and same_work(current, template):
+            if template.longpollid != current.longpollid:
+                self.template = dataclasses.replace(current, longpollid=template.longpollid)
             return
         self.template = template
         self.installed += 1
@@ -120,7 +139,7 @@ class TemplateSource:
                 delay = min(delay * 2, MAX_BACKOFF)
                 continue
             delay = 0.5
-            self._install(gbt, "longpoll", started)
+            self._install(gbt, "longpoll", started, resend=False)
 
     async def _poll_loop(self) -> None:
         delay = self.config.poll_seconds
@@ -140,7 +159,7 @@ class TemplateSource:
     async def _refresh_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.template_refresh_seconds)
-            await self.update("refresh")
+            await self.update("refresh", resend=True)
 
     async def _zmq_loop(self) -> None:
         import zmq

@@ -34,8 +34,9 @@ def find_nonce(
     if target is None:
         target = nbits_to_target(int(notify[6], 16))
     ntime = int(notify[7], 16)
-    for nonce in range(start, start + 1_000_000):
-        h = hash_to_int(sha256d(header_for(notify, extranonce1, extranonce2, ntime, nonce, version)))
+    prefix = header_for(notify, extranonce1, extranonce2, ntime, 0, version)[:76]
+    for nonce in range(start, start + 20_000_000):
+        h = hash_to_int(sha256d(prefix + nonce.to_bytes(4, "little")))
         if (h <= target) == meets:
             return nonce
     raise AssertionError("no nonce found")

@@ -230,3 +230,14 @@ def script_to_address(script: bytes, chain: str) -> str | None:
             return None
         return encode_segwit_address(params.hrp, witver, script[2:])
     return None
+
+
+def is_supported_payout(script: bytes) -> bool:
+    """P2PKH, P2SH, P2WPKH, P2WSH or P2TR: the output types a miner can spend today."""
+    n = len(script)
+    return (
+        (n == 25 and script[:3] == b"\x76\xa9\x14" and script[23:] == b"\x88\xac")
+        or (n == 23 and script[:2] == b"\xa9\x14" and script[22] == 0x87)
+        or (n in (22, 34) and script[0] == 0 and script[1] == n - 2)
+        or (n == 34 and script[:2] == b"\x51\x20")
+    )

@@ -40,7 +40,8 @@ def target_to_difficulty(target: int) -> float:
 
 def difficulty_to_target(difficulty: float | int | Fraction) -> int:
     """Share target for a pool difficulty, exact for fractional difficulties."""
-    d = Fraction(difficulty)
+    # str() first so a float like 0.00015 means the decimal the user wrote, not its binary value.
+    d = Fraction(str(difficulty)) if isinstance(difficulty, float) else Fraction(difficulty)
     if d <= 0:
         raise ValueError("difficulty must be positive")
     return min(MAX_TARGET, int(Fraction(DIFF1_TARGET) / d))

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The project's test command (CI runs exactly this): venv, install, regtest node, lint, types, tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+
+# A bitcoind for the tests: $BITCOIND, else one on PATH, else install Bitcoin Knots privately.
+if [ -z "${BITCOIND:-}" ] && ! command -v bitcoind >/dev/null 2>&1; then
+    scripts/install-node.sh
+fi
+
+echo "== ruff"
+.venv/bin/ruff check pool tests
+echo "== mypy"
+.venv/bin/mypy pool
+echo "== pytest"
+exec .venv/bin/python -m pytest "$@"
