@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 class StartupError(Exception):
     """The pool cannot start; the message says why and what to do."""
 
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code  # 2 when the fix is in the config file
+
 
 def make_node(config: Config) -> NodeClient:
     n = config.node
@@ -63,7 +67,7 @@ class Pool:
         try:
             info = await self.node.get_blockchain_info()
         except NodeAuthError as exc:
-            raise StartupError(str(exc)) from None
+            raise StartupError(str(exc), exit_code=2) from None
         except NodeUnreachable:
             raise StartupError(
                 f"cannot reach the node's RPC at {url}: is bitcoind running with server=1, and "
@@ -93,13 +97,27 @@ class Pool:
 
     async def start(self) -> None:
         await self.check_node()
-        await asyncio.to_thread(self.spool.prepare)
+        try:
+            await asyncio.to_thread(self.spool.prepare)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot use [pool] data_dir {self.full_config.pool.data_dir}: {exc.strerror}",
+                exit_code=2,
+            ) from None
         resubmitted = await self.submitter.resubmit_pending()
         if resubmitted:
             log.warning("resubmitting %d spooled block(s) from an earlier run", resubmitted)
         if not await self.source.update("start-up"):
             raise StartupError(f"could not get a block template: {self.source.last_error}")
-        await self.stratum.start()
+        try:
+            await self.stratum.start()
+        except OSError as exc:
+            cfg = self.config
+            raise StartupError(
+                f"cannot listen for miners on {cfg.host}:{cfg.port}: {exc.strerror}; is another "
+                "pool running there? Change [stratum] port or host",
+                exit_code=2,
+            ) from None
         self.source.start()
 
     async def stop(self) -> None:

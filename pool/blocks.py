@@ -158,7 +158,7 @@ class BlockSubmitter:
             block.status = REJECTED
 
     async def _in_best_chain(self, block: FoundBlock, wait: bool) -> bool:
-        deadline = time.monotonic() + (30.0 if wait else 0.0)
+        deadline = time.monotonic() + (10.0 if wait else 0.0)
         while True:
             try:
                 if await self.node.get_block_hash(block.height) == block.hash:

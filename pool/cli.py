@@ -13,7 +13,6 @@ from .app import Pool, StartupError
 from .config import ConfigError, load_config
 
 EXIT_CONFIG = 2
-EXIT_STARTUP = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(pool.run_forever())
     except StartupError as exc:
         print(f"solopool: {exc}", file=sys.stderr)
-        return EXIT_STARTUP
+        return exc.exit_code
     except KeyboardInterrupt:
         pass
     return 0
