@@ -63,8 +63,9 @@ async def start_pool(tmp_path: Path) -> AsyncIterator[PoolFactory]:
     """Factory: `await start_pool(node, **stratum_overrides)` -> a started in-process Pool."""
     pools: list[Pool] = []
 
-    async def factory(node: RegtestNode, **stratum: Any) -> Pool:
-        pool = Pool(pool_config(node, tmp_path / f"data{len(pools)}", **stratum))
+    async def factory(node: RegtestNode, data_dir: Path | None = None, **stratum: Any) -> Pool:
+        data_dir = data_dir or tmp_path / f"data{len(pools)}"
+        pool = Pool(pool_config(node, data_dir, **stratum))
         await pool.start()
         pools.append(pool)
         return pool
