@@ -12,10 +12,9 @@ TOLERANCE = 2.0  # leave the difficulty alone while the rate is within this fact
 
 def round_difficulty(value: float) -> float | int:
     """Whole numbers at or above 1 (sent as JSON integers); 3 significant digits below."""
-    if value >= 1:
-        return int(round(value))
-    digits = 2 - math.floor(math.log10(value))
-    return round(value, digits)
+    if value < 1:
+        value = round(value, 2 - math.floor(math.log10(value)))
+    return int(round(value)) if value >= 1 else value
 
 
 class VarDiff:

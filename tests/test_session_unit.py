@@ -10,6 +10,7 @@ installing the same template with regtest's easy nbits.
 from __future__ import annotations
 
 import hashlib
+import asyncio
 import json
 import re
 import struct
@@ -1148,3 +1149,29 @@ async def test_difficulties_at_or_above_one_are_sent_as_integers() -> None:
             assert literal.isdigit(), literal
         else:
             assert literal == b"0.5"
+
+
+async def test_duplicate_across_difficulty_change_jobs() -> None:
+    """A job re-sent after a difficulty change has a new id but the same coinbase: the same
+    work submitted on both ids is one share, not two."""
+    m = Miner(start_difficulty=TINY, min_difficulty=TINY / 4)
+    await m.start()
+    old = m.notify
+    (nonce,) = find_nonces(old, meets(TINY))
+    replies = await m.call("mining.suggest_difficulty", [TINY / 2])
+    assert replies[0]["result"] is True and replies[1]["method"] == "mining.set_difficulty"
+    new = m.notify
+    assert new[0] != old[0] and new[2:4] == old[2:4]
+    assert ok(await m.submit(old, nonce))["result"] is True
+    assert error_code(await m.submit(new, nonce)) == 22
+    assert len(m.pool.accepted) == 1
+
+
+async def test_refused_authorize_closes_after_a_moment() -> None:
+    m = Miner()
+    ok(await m.call("mining.subscribe", []))
+    out = await m.call("mining.authorize", ["tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx", "x"])
+    assert out[0]["result"] is False
+    assert not m.writer.closed
+    await asyncio.sleep(1.2)
+    assert m.writer.closed and m.session.closed

@@ -7,6 +7,7 @@ submission. Every request with an id gets exactly one answer, in order.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -33,6 +34,8 @@ from ..vardiff import VarDiff, round_difficulty
 log = logging.getLogger(__name__)
 
 MAX_JOBS_PER_SESSION = 64  # jobs remembered per connection for share matching
+AUTHORIZE_REFUSED_CLOSE_SECONDS = 1.0
+MAX_SEEN_SHARES = 50_000  # share hashes remembered per connection for duplicate detection
 
 
 class AddressRefused(Exception):
@@ -117,7 +120,8 @@ class Session:
         )
         # job id -> the difficulty in force when this connection was sent that job
         self.job_difficulty: dict[str, float] = {}
-        self.seen: dict[str, set[tuple[bytes, int, int, int]]] = {}
+        # header hashes of accepted shares on the current previous block (insertion-ordered)
+        self.seen: dict[bytes, None] = {}
         self.mining = False
         self.closed = False
         self.connected_at = now
@@ -195,8 +199,10 @@ class Session:
         result: dict[str, Any] = {}
         for ext in extensions:
             if ext == "version-rolling":
-                miner_mask = options.get("version-rolling.mask", "ffffffff")
-                mask = self.pool.config.version_rolling_mask & int(str(miner_mask), 16)
+                miner_mask = options.get("version-rolling.mask") or "ffffffff"
+                if isinstance(miner_mask, str):
+                    miner_mask = int(miner_mask, 16)
+                mask = self.pool.config.version_rolling_mask & int(miner_mask)
                 self.version_mask = mask
                 self.version_rolling_configured = True
                 result["version-rolling"] = mask != 0
@@ -245,6 +251,8 @@ class Session:
             log.info("%s: refused authorize %r: %s", self.peer, username, reason)
             self.error(msg_id, ERR_UNAUTHORIZED, reason, False)
             self.notify("client.show_message", [reason[:256]])
+            # ESP-Miner keeps a refused connection open; close it so the miner retries.
+            asyncio.get_running_loop().call_later(AUTHORIZE_REFUSED_CLOSE_SECONDS, self.close)
             return
         if self.address is not None:  # a pipelined second authorize won the race
             self.workers.add(username)
@@ -285,49 +293,10 @@ class Session:
         self.reply(msg_id, "pong")
 
     def on_submit(self, msg_id: Any, params: list[Any]) -> None:
-        if not self.subscribed:
-            raise ShareError(ERR_NOT_SUBSCRIBED, "not subscribed")
-        if self.address is None:
-            raise ShareError(ERR_UNAUTHORIZED, "unauthorized worker")
-        if not 5 <= len(params) <= 6:
-            raise ShareError(ERR_OTHER, "mining.submit takes 5 or 6 params")
-        worker, job_id = params[0], params[1]
-        if not isinstance(worker, str) or not isinstance(job_id, str):
-            raise ShareError(ERR_OTHER, "worker and job id must be strings")
-        if worker not in self.workers and split_username(worker)[0] != self.address:
-            self._reject(msg_id, ERR_UNAUTHORIZED, "unauthorized worker")
-            return
-        job = self.pool.jobs.get(job_id)
-        job_difficulty = self.job_difficulty.get(job_id)
-        if job is None or job_difficulty is None or job.payout_script != self.payout_script:
-            self._reject(msg_id, ERR_STALE, "job not found (stale)")
-            return
-        version_bits = params[5] if len(params) == 6 else None
-        unnegotiated = version_bits is not None and not self.version_rolling_configured
-        if unnegotiated and not self.warned_unnegotiated_bits:
-            self.warned_unnegotiated_bits = True
-            log.info("%s: version bits without mining.configure; applying them", self.peer)
         try:
-            share = build_share(
-                job, self.extranonce1, params[2], params[3], params[4], version_bits,
-                self.version_mask, time.time(),
-            )
+            share, difficulty = self._check_submit(params)
         except ShareError as exc:
             self._reject(msg_id, exc.code, exc.message)
-            return
-        seen = self.seen.setdefault(job_id, set())
-        key = share.key()
-        if key in seen:
-            self._reject(msg_id, ERR_DUPLICATE, "duplicate share")
-            return
-        seen.add(key)
-        # Judge against the difficulty this job was sent with, or the current one if lower.
-        difficulty = min(job_difficulty, self.difficulty)
-        is_block = share.is_block
-        if is_block:
-            self.pool.block_found(self, share)
-        elif share.hash_int > difficulty_to_target(difficulty):
-            self._reject(msg_id, ERR_LOW_DIFFICULTY, "low difficulty share")
             return
         self.accepted += 1
         self.last_share_at = time.monotonic()
@@ -338,6 +307,47 @@ class Session:
         )
         if new is not None:
             self.set_difficulty(new)
+
+    def _check_submit(self, params: list[Any]) -> tuple[Share, float]:
+        """Validate a submit; returns the share and the difficulty it was judged at."""
+        if not self.subscribed:
+            raise ShareError(ERR_NOT_SUBSCRIBED, "not subscribed")
+        if self.address is None:
+            raise ShareError(ERR_UNAUTHORIZED, "unauthorized worker")
+        if not 5 <= len(params) <= 6:
+            raise ShareError(ERR_OTHER, "mining.submit takes 5 or 6 params")
+        worker, job_id = params[0], params[1]
+        if not isinstance(worker, str) or not isinstance(job_id, str):
+            raise ShareError(ERR_OTHER, "worker and job id must be strings")
+        if worker not in self.workers and split_username(worker)[0] != self.address:
+            raise ShareError(ERR_UNAUTHORIZED, "unauthorized worker")
+        job = self.pool.jobs.get(job_id)
+        job_difficulty = self.job_difficulty.get(job_id)
+        if job is None or job_difficulty is None or job.payout_script != self.payout_script:
+            raise ShareError(ERR_STALE, "job not found (stale)")
+        version_bits = params[5] if len(params) == 6 else None
+        unnegotiated = version_bits is not None and not self.version_rolling_configured
+        if unnegotiated and not self.warned_unnegotiated_bits:
+            self.warned_unnegotiated_bits = True
+            log.info("%s: version bits without mining.configure; applying them", self.peer)
+        share = build_share(
+            job, self.extranonce1, params[2], params[3], params[4], version_bits,
+            self.version_mask, time.time(),
+        )
+        # Jobs re-sent after a difficulty change have new ids but the same coinbase, so
+        # duplicates are recognised by the header hash, not by (job, fields).
+        if share.hash in self.seen:
+            raise ShareError(ERR_DUPLICATE, "duplicate share")
+        self.seen[share.hash] = None
+        if len(self.seen) > MAX_SEEN_SHARES:
+            del self.seen[next(iter(self.seen))]
+        # Judge against the difficulty this job was sent with, or the current one if lower.
+        difficulty = min(job_difficulty, self.difficulty)
+        if share.is_block:
+            self.pool.block_found(self, share)
+        elif share.hash_int > difficulty_to_target(difficulty):
+            raise ShareError(ERR_LOW_DIFFICULTY, "low difficulty share")
+        return share, difficulty
 
     _handlers: dict[str, Callable[[Session, Any, list[Any]], Awaitable[None] | None]] = {
         "mining.configure": on_configure,
@@ -399,13 +409,13 @@ class Session:
         if clean:
             # Jobs on an old previous block can no longer be mined: forget them.
             live = {jid for jid in self.job_difficulty if self.pool.jobs.get(jid) is not None}
+            if not live:
+                self.seen.clear()  # a new previous block: old shares cannot come back
             self.job_difficulty = {j: d for j, d in self.job_difficulty.items() if j in live}
-            self.seen = {j: s for j, s in self.seen.items() if j in live}
         self.job_difficulty[job.job_id] = self.difficulty
         while len(self.job_difficulty) > MAX_JOBS_PER_SESSION:
             oldest = next(iter(self.job_difficulty))
             del self.job_difficulty[oldest]
-            self.seen.pop(oldest, None)
         if not self.closed:
             self.writer.write(job.notify_line(clean))
 
