@@ -9,8 +9,8 @@ installing the same template with regtest's easy nbits.
 
 from __future__ import annotations
 
-import hashlib
 import asyncio
+import hashlib
 import json
 import re
 import struct
