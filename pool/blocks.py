@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import os
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -149,7 +148,7 @@ class BlockSubmitter:
         block.answer = "null" if answer is None else answer
         if answer is None or answer in ("duplicate", "inconclusive"):
             # Accepted, or known to the node: confirm with the hash at that height.
-            block.in_best_chain = await self._in_best_chain(block, wait=answer == "inconclusive")
+            block.in_best_chain = await self._in_best_chain(block)
             if answer == "inconclusive" and not block.in_best_chain:
                 block.status = ORPHANED
             else:
@@ -157,17 +156,11 @@ class BlockSubmitter:
         else:
             block.status = REJECTED
 
-    async def _in_best_chain(self, block: FoundBlock, wait: bool) -> bool:
-        deadline = time.monotonic() + (10.0 if wait else 0.0)
-        while True:
-            try:
-                if await self.node.get_block_hash(block.height) == block.hash:
-                    return True
-            except NodeRPCError:
-                pass  # height not reached yet on the best chain
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(1.0)
+    async def _in_best_chain(self, block: FoundBlock) -> bool:
+        try:
+            return await self.node.get_block_hash(block.height) == block.hash
+        except NodeRPCError:
+            return False  # height not on the best chain (yet)
 
     def _log_verdict(self, block: FoundBlock) -> None:
         if block.status == ACCEPTED:
