@@ -8,9 +8,10 @@ import signal
 import time
 from typing import Any
 
-from .blocks import BlockSpool, BlockSubmitter, FoundBlock
+from .blocks import ACCEPTED, BlockSpool, BlockSubmitter, FoundBlock
 from .config import Config
 from .consensus.address import CHAINS, AddressError, address_to_script, is_supported_payout
+from .events import Events
 from .jobs import JobManager, Template
 from .node import NodeAuthError, NodeClient, NodeError, NodeRPCError, NodeUnreachable
 from .shares import Share
@@ -49,8 +50,11 @@ class Pool:
         self.node = make_node(config)
         self.jobs = JobManager(config.pool.coinbase_tag.encode())
         self.spool = BlockSpool(config.pool.data_dir / "blocks")
-        self.submitter = BlockSubmitter(self.node, self.spool, on_accepted=self._block_accepted)
-        self.stratum = StratumServer(self)
+        self.events = Events()
+        self.submitter = BlockSubmitter(self.node, self.spool, on_final=self._block_final)
+        self.stratum = StratumServer(
+            self, on_connect=self.events.connect, on_disconnect=self.events.disconnect
+        )
         self.source = TemplateSource(self.node, config.node, self._new_template)
         self.chain = ""
         self._payouts: dict[str, bytes] = {}
@@ -64,6 +68,14 @@ class Pool:
     async def check_node(self) -> None:
         """Learn the chain from the node; refuse to start with one clear reason."""
         url = self.node.display_url
+        node_cfg = self.full_config.node
+        cookie = node_cfg.rpc_cookie_file
+        if node_cfg.cookie_guessed and cookie is not None and not cookie.exists():
+            raise StartupError(
+                f"no RPC login configured and no cookie at {cookie}: set [node] rpc_cookie_file "
+                "to your node's .cookie, or rpc_user and rpc_password",
+                exit_code=2,
+            )
         try:
             info = await self.node.get_blockchain_info()
         except NodeAuthError as exc:
@@ -149,15 +161,18 @@ class Pool:
         started = time.perf_counter()
         clean = self.jobs.set_template(template)
         sent = self.stratum.broadcast(clean)
+        self.events.template(template, clean)
         if clean:
             log.info(
                 "sent height %d jobs to %d miner(s) in %.1f ms",
                 template.height, sent, 1000 * (time.perf_counter() - started),
             )
 
-    async def _block_accepted(self, block: FoundBlock) -> None:
-        # Do not wait for longpoll/ZMQ: a stale template after our own block is wasted work.
-        await self.source.update("our block")
+    async def _block_final(self, block: FoundBlock) -> None:
+        self.events.block_final(block)
+        if block.status == ACCEPTED:
+            # Do not wait for longpoll/ZMQ: a stale template after our own block is wasted work.
+            await self.source.update("our block")
 
     # --- PoolServices ----------------------------------------------------------------------------
 
@@ -196,9 +211,11 @@ class Pool:
 
     def share_accepted(self, session: Session, share: Share, difficulty: float) -> None:
         self.shares_accepted += 1
+        self.events.share(session, share, difficulty)
 
     def share_rejected(self, session: Session, code: int, reason: str) -> None:
         self.shares_rejected += 1
+        self.events.reject(session, code, reason)
 
     def block_found(self, session: Session, share: Share) -> None:
         job = share.job
@@ -215,4 +232,8 @@ class Pool:
             "BLOCK FOUND height=%d hash=%s worker=%s; submitting",
             block.height, block.hash, block.worker,
         )
-        self.stratum.run_soon(self.submitter.found(block))
+        self.stratum.run_soon(self._spool_and_submit(block))
+
+    async def _spool_and_submit(self, block: FoundBlock) -> None:
+        await self.submitter.found(block)
+        self.events.block_found(block)

@@ -89,12 +89,12 @@ class BlockSubmitter:
         self,
         node: NodeClient,
         spool: BlockSpool,
-        on_accepted: Callable[[FoundBlock], Awaitable[None]] | None = None,
+        on_final: Callable[[FoundBlock], Awaitable[None]] | None = None,
         max_backoff: float = 10.0,
     ) -> None:
         self.node = node
         self.spool = spool
-        self.on_accepted = on_accepted
+        self.on_final = on_final
         self.max_backoff = max_backoff
         self.in_flight: set[asyncio.Task[None]] = set()
         self.history: list[FoundBlock] = []
@@ -141,8 +141,8 @@ class BlockSubmitter:
             delay = min(delay * 2, self.max_backoff)
         self._log_verdict(block)
         await asyncio.to_thread(self.spool.write, block)
-        if block.status == ACCEPTED and self.on_accepted is not None:
-            await self.on_accepted(block)
+        if self.on_final is not None:
+            await self.on_final(block)
 
     async def _judge(self, block: FoundBlock, answer: str | None) -> None:
         block.answer = "null" if answer is None else answer

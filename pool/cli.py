@@ -1,4 +1,4 @@
-"""`solopool` command line."""
+"""`solopool` command line: run the pool (default), `status`, or `check`."""
 
 from __future__ import annotations
 
@@ -13,13 +13,31 @@ from .app import Pool, StartupError
 from .config import ConfigError, load_config
 
 EXIT_CONFIG = 2
+DEFAULT_CONFIG = Path("solopool.toml")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="solopool", description="Stratum V1 solo-mining pool for your own Bitcoin node"
     )
-    parser.add_argument("--config", type=Path, default=Path("solopool.toml"), help="TOML config")
+    parser.add_argument("--version", action="version", version=f"solopool {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML config file (default: ./solopool.toml if present; SOLOPOOL_* environment "
+        "variables override it)",
+    )
+    common.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="logging level (default INFO)",
+    )
+    # `solopool --config X` (no subcommand) runs the pool, as documented.
+    parser.add_argument("--config", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument(
         "--log-level",
         default="INFO",
@@ -27,7 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="logging level (default INFO)",
     )
-    parser.add_argument("--version", action="version", version=f"solopool {__version__}")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("run", parents=[common], help="run the pool (the default)")
+    status = sub.add_parser(
+        "status", parents=[common], help="print the pool, worker and odds summary from the API"
+    )
+    status.add_argument("--url", default=None, help="API base URL (default: from the config)")
+    sub.add_parser(
+        "check", parents=[common], help="check node, chain, template, ports and data_dir"
+    )
     return parser
 
 
@@ -47,10 +73,16 @@ def install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def config_path(args: argparse.Namespace) -> Path | None:
+    if args.config is not None:
+        path: Path = args.config
+        return path
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
+
+
+def run_pool(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.config)
+        config = load_config(config_path(args))
     except ConfigError as exc:
         print(f"solopool: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -65,6 +97,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "status":
+        from .status import main_status
+
+        return main_status(args)
+    if args.command == "check":
+        from .check import main_check
+
+        return main_check(args)
+    return run_pool(args)
 
 
 if __name__ == "__main__":

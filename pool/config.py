@@ -1,12 +1,30 @@
-"""TOML configuration: parsed once, checked fully, every problem reported as one plain line."""
+"""TOML configuration: parsed once, checked fully, every problem reported as one plain line.
+
+Every key can also be set by an environment variable named SOLOPOOL_<SECTION>_<KEY>
+(e.g. SOLOPOOL_NODE_RPC_URL), which wins over the file; handy in containers.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+ENV_PREFIX = "SOLOPOOL_"
+
+# Bitcoin Core's default RPC port -> the datadir subfolder that holds that network's cookie.
+COOKIE_SUBDIR_BY_PORT = {
+    8332: "",
+    18332: "testnet3",
+    48332: "testnet4",
+    38332: "signet",
+    18443: "regtest",
+}
 
 
 class ConfigError(Exception):
@@ -23,6 +41,8 @@ class NodeConfig:
     template_refresh_seconds: float = 30.0
     rpc_timeout_seconds: float = 30.0
     poll_seconds: float = 2.0
+    # True when no credentials were configured and the cookie path was guessed
+    cookie_guessed: bool = False
 
 
 @dataclass(frozen=True)
@@ -35,6 +55,12 @@ class StratumConfig:
     share_interval_seconds: float = 10.0
     version_rolling_mask: int = 0x1FFFE000
     max_line_bytes: int = 16384
+    max_connections: int = 20000
+    max_connections_per_ip: int = 2000
+    handshake_timeout_seconds: float = 60.0
+    idle_timeout_seconds: float = 900.0
+    max_invalid_shares_per_minute: int = 600
+    allowed_addresses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -44,14 +70,46 @@ class PoolConfig:
 
 
 @dataclass(frozen=True)
+class ApiConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    webhook_urls: tuple[str, ...] = ()
+    worker_silent_minutes: float = 15.0
+
+
+@dataclass(frozen=True)
 class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
     stratum: StratumConfig = field(default_factory=StratumConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
+    backup_nodes: tuple[NodeConfig, ...] = ()
     source: Path | None = None
 
+    @property
+    def nodes(self) -> tuple[NodeConfig, ...]:
+        """The primary node first, then the backups."""
+        return (self.node, *self.backup_nodes)
 
-_SECTIONS = {"node", "stratum", "pool"}
+
+_TABLES: dict[str, type] = {
+    "node": NodeConfig,
+    "stratum": StratumConfig,
+    "pool": PoolConfig,
+    "api": ApiConfig,
+    "notify": NotifyConfig,
+}
+_INTERNAL_KEYS = {"cookie_guessed"}
+
+
+def _keys(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)} - _INTERNAL_KEYS
 
 
 class _Section:
@@ -77,6 +135,20 @@ class _Section:
             raise ConfigError(f"{self._where(key)} must be a string in quotes, got {value!r}")
         return value
 
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.table.get(key, default)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self._where(key)} must be true or false, got {value!r}")
+        return value
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        value = self.table.get(key, [])
+        if isinstance(value, str):  # from an environment variable: comma-separated
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{self._where(key)} must be a list of strings, got {value!r}")
+        return tuple(value)
+
     def number(
         self, key: str, default: float, *, minimum: float | None = None, positive: bool = False
     ) -> float:
@@ -98,6 +170,14 @@ class _Section:
         return value
 
 
+def default_cookie_file(rpc_url: str, home: Path | None = None) -> Path:
+    """Where Bitcoin Core writes its cookie for the network whose default port `rpc_url` uses."""
+    port = urlsplit(rpc_url).port or 8332
+    sub = COOKIE_SUBDIR_BY_PORT.get(port, "")
+    base = (home or Path.home()) / ".bitcoin"
+    return base / sub / ".cookie" if sub else base / ".cookie"
+
+
 def _node(section: _Section, base: Path) -> NodeConfig:
     d = NodeConfig()
     rpc_url = section.string("rpc_url", d.rpc_url) or d.rpc_url
@@ -108,34 +188,40 @@ def _node(section: _Section, base: Path) -> NodeConfig:
         port_ok = False
     if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
         raise ConfigError(
-            f"[node] rpc_url {rpc_url!r} is not a URL like http://127.0.0.1:8332"
+            f"[{section.name}] rpc_url {rpc_url!r} is not a URL like http://127.0.0.1:8332"
         )
-    user = section.string("rpc_user", None)
-    password = section.string("rpc_password", None)
-    cookie = section.string("rpc_cookie_file", None)
+    user = section.string("rpc_user", None) or None
+    password = section.string("rpc_password", None) or None
+    cookie = section.string("rpc_cookie_file", None) or None
     if cookie and (user or password):
-        raise ConfigError("[node] set either rpc_cookie_file or rpc_user/rpc_password, not both")
-    if not cookie and not (user and password) and not (parts.username and parts.password):
         raise ConfigError(
-            "[node] needs rpc_user and rpc_password, or rpc_cookie_file (e.g. "
-            "~/.bitcoin/.cookie), to log in to the node's RPC"
+            f"[{section.name}] set either rpc_cookie_file or rpc_user/rpc_password, not both"
         )
     if bool(user) != bool(password):
-        raise ConfigError("[node] rpc_user and rpc_password must be set together")
+        raise ConfigError(f"[{section.name}] rpc_user and rpc_password must be set together")
+    guessed = False
+    cookie_path: Path | None = _path(cookie, base) if cookie else None
+    if cookie_path is None and not user and not (parts.username and parts.password):
+        # Zero-config: the cookie bitcoind writes in its default datadir for this network.
+        cookie_path = default_cookie_file(rpc_url)
+        guessed = True
     zmq = section.string("zmq_hashblock", None) or None
     if zmq is not None and not zmq.startswith(("tcp://", "ipc://")):
-        raise ConfigError(f"[node] zmq_hashblock {zmq!r} must look like tcp://127.0.0.1:28332")
+        raise ConfigError(
+            f"[{section.name}] zmq_hashblock {zmq!r} must look like tcp://127.0.0.1:28332"
+        )
     return NodeConfig(
         rpc_url=rpc_url,
         rpc_user=user,
         rpc_password=password,
-        rpc_cookie_file=_path(cookie, base) if cookie else None,
+        rpc_cookie_file=cookie_path,
         zmq_hashblock=zmq,
         template_refresh_seconds=section.number(
             "template_refresh_seconds", d.template_refresh_seconds, minimum=1
         ),
         rpc_timeout_seconds=section.number("rpc_timeout_seconds", d.rpc_timeout_seconds, minimum=1),
         poll_seconds=section.number("poll_seconds", d.poll_seconds, minimum=0.05),
+        cookie_guessed=guessed,
     )
 
 
@@ -178,6 +264,20 @@ def _stratum(section: _Section) -> StratumConfig:
         ),
         version_rolling_mask=mask,
         max_line_bytes=section.integer("max_line_bytes", d.max_line_bytes, 256, 1 << 20),
+        max_connections=section.integer("max_connections", d.max_connections, 1, 1_000_000),
+        max_connections_per_ip=section.integer(
+            "max_connections_per_ip", d.max_connections_per_ip, 1, 1_000_000
+        ),
+        handshake_timeout_seconds=section.number(
+            "handshake_timeout_seconds", d.handshake_timeout_seconds, positive=True
+        ),
+        idle_timeout_seconds=section.number(
+            "idle_timeout_seconds", d.idle_timeout_seconds, positive=True
+        ),
+        max_invalid_shares_per_minute=section.integer(
+            "max_invalid_shares_per_minute", d.max_invalid_shares_per_minute, 1, 10_000_000
+        ),
+        allowed_addresses=section.strings("allowed_addresses"),
     )
 
 
@@ -190,38 +290,112 @@ def _pool(section: _Section, base: Path) -> PoolConfig:
     return PoolConfig(coinbase_tag=tag, data_dir=_path(data_dir, base))
 
 
+def _api(section: _Section) -> ApiConfig:
+    d = ApiConfig()
+    return ApiConfig(
+        enabled=section.boolean("enabled", d.enabled),
+        host=section.string("host", d.host) or d.host,
+        port=section.integer("port", d.port, 0, 65535),
+    )
+
+
+def _notify(section: _Section) -> NotifyConfig:
+    d = NotifyConfig()
+    urls = section.strings("webhook_urls")
+    for url in urls:
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise ConfigError(f"[notify] webhook_urls entry {url!r} must be an http(s):// URL")
+    return NotifyConfig(
+        webhook_urls=urls,
+        worker_silent_minutes=section.number(
+            "worker_silent_minutes", d.worker_silent_minutes, positive=True
+        ),
+    )
+
+
 def _path(value: str, base: Path) -> Path:
     path = Path(value).expanduser()
     return path if path.is_absolute() else base / path
 
 
+def _env_value(text: str) -> Any:
+    """An environment value read as a TOML value when it is one (numbers, booleans, quoted
+    strings, lists), else as a plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Overlay SOLOPOOL_<SECTION>_<KEY> variables on a parsed config document."""
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        for section, cls in _TABLES.items():
+            if rest.startswith(section + "_"):
+                key = rest[len(section) + 1 :]
+                if key in _keys(cls):
+                    table = merged.setdefault(section, {})
+                    if isinstance(table, dict):
+                        table[key] = _env_value(value)
+                break
+    return merged
+
+
 def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -> Config:
     """Check a parsed TOML document; relative paths are taken from `base`."""
-    unknown = sorted(set(data) - _SECTIONS)
+    known = {*_TABLES, "backup_node"}
+    unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(
-            f"unknown section [{unknown[0]}]; known sections: [node], [stratum], [pool]"
+            f"unknown section [{unknown[0]}]; known sections: "
+            + ", ".join(f"[{s}]" for s in _TABLES)
+            + ", [[backup_node]]"
         )
-    node = _Section("node", data.get("node", {}), set(NodeConfig.__dataclass_fields__))
-    stratum = _Section("stratum", data.get("stratum", {}), set(StratumConfig.__dataclass_fields__))
-    pool = _Section("pool", data.get("pool", {}), set(PoolConfig.__dataclass_fields__))
+
+    def section(name: str) -> _Section:
+        return _Section(name, data.get(name, {}), _keys(_TABLES[name]))
+
+    backups = data.get("backup_node", [])
+    if not isinstance(backups, list):
+        raise ConfigError(
+            "backup nodes are written [[backup_node]] (double brackets), one table per node"
+        )
     return Config(
-        node=_node(node, base), stratum=_stratum(stratum), pool=_pool(pool, base), source=source
+        node=_node(section("node"), base),
+        stratum=_stratum(section("stratum")),
+        pool=_pool(section("pool"), base),
+        api=_api(section("api")),
+        notify=_notify(section("notify")),
+        backup_nodes=tuple(
+            _node(_Section(f"backup_node {i + 1}", table, _keys(NodeConfig)), base)
+            for i, table in enumerate(backups)
+        ),
+        source=source,
     )
 
 
-def load_config(path: Path) -> Config:
-    """Read and check a config file. Relative paths inside it are relative to the file."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(
-            f"config file {path} not found; copy config/solopool.example.toml and edit it"
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    return parse_config(data, path.resolve().parent, source=path)
+def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and check a config file (or none: environment only). Relative paths inside the file
+    are relative to the file."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    base = Path.cwd()
+    if path is not None:
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise ConfigError(
+                f"config file {path} not found; copy config/solopool.example.toml and edit it"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        base = path.resolve().parent
+    return parse_config(apply_environment(data, environ), base, source=path)

@@ -38,7 +38,7 @@ GOOD_NODE = '[node]\nrpc_url = "http://127.0.0.1:{port}"\nrpc_user = "u"\nrpc_pa
         (GOOD_NODE + "[stratum]\nstart_difficulty = -1\n", "start_difficulty"),
         (GOOD_NODE + "[stratum]\nversion_rolling_mask = \"zz\"\n", "version_rolling_mask"),
         (GOOD_NODE + "[stratum]\nprot = 3333\n", "unknown key 'prot'"),
-        ("[node]\nrpc_url = \"http://127.0.0.1:8332\"\n", "rpc_user and rpc_password"),
+        ("[node]\nrpc_url = \"http://127.0.0.1:8332\"\nrpc_user = \"u\"\n", "rpc_password"),
         ("[node]\nrpc_url = \"localhost\"\nrpc_user = \"u\"\nrpc_password = \"p\"\n", "rpc_url"),
         (GOOD_NODE + "[pools]\n", "unknown section [pools]"),
     ],
@@ -83,3 +83,14 @@ def test_wrong_password(tmp_path: Path) -> None:
 def test_version_flag() -> None:
     result = run_solopool("--version")
     assert result.returncode == 0 and result.stdout.startswith("solopool ")
+
+
+def test_no_login_and_no_cookie(tmp_path: Path) -> None:
+    path = write_config(tmp_path, f'[node]\nrpc_url = "http://127.0.0.1:{free_port()}"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "pool.cli", "--config", str(path)],
+        capture_output=True, text=True, timeout=60, env={"HOME": str(tmp_path), "PATH": "/usr/bin"},
+    )
+    assert result.returncode == 2, result.stderr
+    assert "no RPC login configured" in result.stderr and ".cookie" in result.stderr
+    assert "Traceback" not in result.stderr

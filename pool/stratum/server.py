@@ -8,7 +8,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .framing import LineFramer, LineTooLong
@@ -41,6 +41,7 @@ class StratumProtocol(asyncio.Protocol):
         extranonce1 = self.server.allocate_extranonce1()
         self.session = Session(self.server.pool, self, extranonce1, peer)
         self.server.sessions.add(self.session)
+        self.server.on_connect(self.session)
         log.debug("%s: connected, extranonce1 %s", peer, extranonce1.hex())
 
     def data_received(self, data: bytes) -> None:
@@ -105,8 +106,15 @@ class StratumProtocol(asyncio.Protocol):
 
 
 class StratumServer:
-    def __init__(self, pool: PoolServices) -> None:
+    def __init__(
+        self,
+        pool: PoolServices,
+        on_connect: Callable[[Session], None] | None = None,
+        on_disconnect: Callable[[Session], None] | None = None,
+    ) -> None:
         self.pool = pool
+        self.on_connect: Callable[[Session], None] = on_connect or (lambda s: None)
+        self.on_disconnect: Callable[[Session], None] = on_disconnect or (lambda s: None)
         self.sessions: set[Session] = set()
         self.tasks: set[asyncio.Future[Any]] = set()
         self._extranonces: set[bytes] = set()
@@ -151,6 +159,7 @@ class StratumServer:
     def release(self, session: Session) -> None:
         self.sessions.discard(session)
         self._extranonces.discard(session.extranonce1)
+        self.on_disconnect(session)
 
     def broadcast(self, clean: bool) -> int:
         """Send the current template's job to every mining session; returns how many."""

@@ -96,6 +96,7 @@ class Session:
         "last_share_at",
         "accepted",
         "rejected",
+        "worker",
     )
 
     def __init__(self, pool: PoolServices, writer: Writer, extranonce1: bytes, peer: str) -> None:
@@ -128,6 +129,7 @@ class Session:
         self.last_share_at: float | None = None
         self.accepted = 0
         self.rejected = 0
+        self.worker = ""  # the worker name of the latest submit (else of the authorize)
 
     # --- output -------------------------------------------------------------------------------
 
@@ -261,6 +263,7 @@ class Session:
         self.address = address
         self.payout_script = script
         self.workers.add(username)
+        self.worker = username
         log.info("%s: authorized %s (%s)", self.peer, username, self.user_agent or "no agent")
         self.reply(msg_id, True)
         self._maybe_start()
@@ -321,6 +324,7 @@ class Session:
             raise ShareError(ERR_OTHER, "worker and job id must be strings")
         if worker not in self.workers and split_username(worker)[0] != self.address:
             raise ShareError(ERR_UNAUTHORIZED, "unauthorized worker")
+        self.worker = worker[:128]
         job = self.pool.jobs.get(job_id)
         job_difficulty = self.job_difficulty.get(job_id)
         if job is None or job_difficulty is None or job.payout_script != self.payout_script:

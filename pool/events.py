@@ -1,0 +1,79 @@
+"""What happens in the pool, for observers (stats, metrics, alerts) that must never slow or
+break mining: every callback runs on the event loop, must not block, and its exceptions are
+logged and swallowed by `Events`."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .blocks import FoundBlock
+    from .jobs import Template
+    from .shares import Share
+    from .stratum.session import Session
+
+log = logging.getLogger(__name__)
+
+
+class PoolListener:
+    """Override what you need; the defaults do nothing."""
+
+    def on_share(self, session: Session, share: Share, difficulty: float) -> None:
+        """An accepted share, judged at `difficulty` (session.worker names the worker)."""
+
+    def on_reject(self, session: Session, code: int, reason: str) -> None:
+        """A rejected share (Stratum error `code`)."""
+
+    def on_block_found(self, block: FoundBlock) -> None:
+        """A block was found and spooled; submission is under way."""
+
+    def on_block_final(self, block: FoundBlock) -> None:
+        """The node gave its final answer on a block (block.status says which)."""
+
+    def on_template(self, template: Template, clean: bool) -> None:
+        """A new template was installed (clean: it builds on a new previous block)."""
+
+    def on_connect(self, session: Session) -> None:
+        """A miner connected."""
+
+    def on_disconnect(self, session: Session) -> None:
+        """A miner disconnected."""
+
+
+class Events:
+    """Fans each event out to the registered listeners, isolating their failures."""
+
+    def __init__(self) -> None:
+        self.listeners: list[PoolListener] = []
+
+    def add(self, listener: PoolListener) -> None:
+        self.listeners.append(listener)
+
+    def _each(self, name: str, *args: object) -> None:
+        for listener in self.listeners:
+            try:
+                getattr(listener, name)(*args)
+            except Exception:
+                log.exception("%s.%s failed", type(listener).__name__, name)
+
+    def share(self, session: Session, share: Share, difficulty: float) -> None:
+        self._each("on_share", session, share, difficulty)
+
+    def reject(self, session: Session, code: int, reason: str) -> None:
+        self._each("on_reject", session, code, reason)
+
+    def block_found(self, block: FoundBlock) -> None:
+        self._each("on_block_found", block)
+
+    def block_final(self, block: FoundBlock) -> None:
+        self._each("on_block_final", block)
+
+    def template(self, template: Template, clean: bool) -> None:
+        self._each("on_template", template, clean)
+
+    def connect(self, session: Session) -> None:
+        self._each("on_connect", session)
+
+    def disconnect(self, session: Session) -> None:
+        self._each("on_disconnect", session)
