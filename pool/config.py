@@ -41,6 +41,7 @@ class NodeConfig:
     template_refresh_seconds: float = 30.0
     rpc_timeout_seconds: float = 30.0
     poll_seconds: float = 2.0
+    longpoll: bool = True
     # True when no credentials were configured and the cookie path was guessed
     cookie_guessed: bool = False
 
@@ -221,6 +222,7 @@ def _node(section: _Section, base: Path) -> NodeConfig:
         ),
         rpc_timeout_seconds=section.number("rpc_timeout_seconds", d.rpc_timeout_seconds, minimum=1),
         poll_seconds=section.number("poll_seconds", d.poll_seconds, minimum=0.05),
+        longpoll=section.boolean("longpoll", d.longpoll),
         cookie_guessed=guessed,
     )
 

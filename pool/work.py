@@ -109,7 +109,8 @@ class TemplateSource:
     # --- watchers -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._tasks.append(asyncio.create_task(self._longpoll_loop(), name="longpoll"))
+        if self.config.longpoll:
+            self._tasks.append(asyncio.create_task(self._longpoll_loop(), name="longpoll"))
         self._tasks.append(asyncio.create_task(self._poll_loop(), name="tip-poll"))
         self._tasks.append(asyncio.create_task(self._refresh_loop(), name="refresh"))
         if self.config.zmq_hashblock:

@@ -14,7 +14,12 @@ from pool.config import Config, parse_config
 from tests.regtest import RegtestNode
 
 
-def pool_config(node: RegtestNode, data_dir: Path, **stratum: Any) -> Config:
+def pool_config(
+    node: RegtestNode,
+    data_dir: Path,
+    node_options: dict[str, Any] | None = None,
+    **stratum: Any,
+) -> Config:
     """A pool config for `node`: loopback, a free port, tiny shares for CPU miners."""
     table: dict[str, Any] = {
         "node": {
@@ -22,6 +27,7 @@ def pool_config(node: RegtestNode, data_dir: Path, **stratum: Any) -> Config:
             "rpc_user": node.rpc_user,
             "rpc_password": node.rpc_password,
             "poll_seconds": 0.5,
+            **(node_options or {}),
         },
         "stratum": {
             "host": "127.0.0.1",
@@ -63,9 +69,14 @@ async def start_pool(tmp_path: Path) -> AsyncIterator[PoolFactory]:
     """Factory: `await start_pool(node, **stratum_overrides)` -> a started in-process Pool."""
     pools: list[Pool] = []
 
-    async def factory(node: RegtestNode, data_dir: Path | None = None, **stratum: Any) -> Pool:
+    async def factory(
+        node: RegtestNode,
+        data_dir: Path | None = None,
+        node_options: dict[str, Any] | None = None,
+        **stratum: Any,
+    ) -> Pool:
         data_dir = data_dir or tmp_path / f"data{len(pools)}"
-        pool = Pool(pool_config(node, data_dir, **stratum))
+        pool = Pool(pool_config(node, data_dir, node_options, **stratum))
         await pool.start()
         pools.append(pool)
         return pool
