@@ -94,3 +94,31 @@ def test_no_login_and_no_cookie(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert "no RPC login configured" in result.stderr and ".cookie" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("name", ["solopool.example.toml", "regtest.toml"])
+def test_shipped_configs_parse(name: str) -> None:
+    from pool.config import load_config
+
+    config = load_config(Path(__file__).parent.parent / "config" / name, environ={})
+    assert config.stratum.version_rolling_mask == 0x1FFFE000
+    assert config.stratum.min_difficulty <= config.stratum.start_difficulty
+
+
+def test_environment_overrides_file(tmp_path: Path) -> None:
+    from pool.config import load_config
+
+    path = write_config(tmp_path, GOOD_NODE.format(port=8332) + "[stratum]\nport = 3333\n")
+    config = load_config(
+        path,
+        environ={
+            "SOLOPOOL_STRATUM_PORT": "4444",
+            "SOLOPOOL_NODE_RPC_URL": "http://10.0.0.2:8332",
+            "SOLOPOOL_STRATUM_ALLOWED_ADDRESSES": "bc1qa,bc1qb",
+            "SOLOPOOL_POOL_COINBASE_TAG": "/home/",
+        },
+    )
+    assert config.stratum.port == 4444
+    assert config.node.rpc_url == "http://10.0.0.2:8332"
+    assert config.stratum.allowed_addresses == ("bc1qa", "bc1qb")
+    assert config.pool.coinbase_tag == "/home/"
