@@ -1,6 +1,9 @@
 # solopool: Stratum V1 solo-mining pool for your own Bitcoin node.
 #   docker build -t solopool .
-#   docker run -v $PWD/config:/config -v solopool-data:/data -p 3333:3333 solopool
+#   docker run -e SOLOPOOL_NODE_RPC_URL=http://NODE:8332 -e SOLOPOOL_NODE_RPC_USER=... \
+#       -e SOLOPOOL_NODE_RPC_PASSWORD=... -v solopool-data:/data -p 3333:3333 -p 8080:8080 solopool
+# or with a config file: -v "$PWD/config:/config:ro" ... solopool --config /config/solopool.toml
+# Every config key can be given as SOLOPOOL_<SECTION>_<KEY> (they win over the file).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -11,16 +14,24 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY pool ./pool
+# All dependencies ship wheels (amd64 and arm64): no compiler in the image.
 RUN pip install . \
-    && useradd --system --uid 1000 --home-dir /data --shell /usr/sbin/nologin solopool \
+    && rm -rf /app/build /app/*.egg-info \
+    && useradd --system --uid 1000 --user-group --home-dir /data --shell /usr/sbin/nologin solopool \
     && mkdir -p /data /config \
     && chown solopool:solopool /data
 
+# In the container the state lives in the /data volume and the dashboard/API must be reachable
+# from outside the container; miners connect to 3333 (and 3334 with [stratum] tls_port).
+ENV SOLOPOOL_POOL_DATA_DIR=/data \
+    SOLOPOOL_API_HOST=0.0.0.0
+
 USER solopool
 VOLUME ["/data"]
-EXPOSE 3333
-# Is the Stratum port accepting connections?
-HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD python -c "import socket; socket.create_connection(('127.0.0.1', 3333), 3).close()"
+EXPOSE 3333 3334 8080
+# Is the Stratum port accepting connections? (follows SOLOPOOL_STRATUM_PORT when set)
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, socket; socket.create_connection(('127.0.0.1', int(os.environ.get('SOLOPOOL_STRATUM_PORT', '3333'))), 3).close()"]
 ENTRYPOINT ["solopool"]
+# Without --config (or with no /config/solopool.toml mounted), use `run`: SOLOPOOL_* only.
 CMD ["--config", "/config/solopool.toml"]

@@ -1,17 +1,26 @@
-"""Found blocks: spooled to disk (fsynced) before submitblock, then submitted until the node
-gives a final answer. Unfinished spool files are submitted again at start-up."""
+"""Found blocks: spooled to disk (fsynced) before anything else happens to them, then submitted
+to every configured node until a final answer, and confirmed with `getblockhash` at their
+height. Spool files without a final answer are submitted again at start-up.
+
+Test hook: with the environment variable `SOLOPOOL_FAULT=kill-after-spool` the pool kills itself
+with SIGKILL right after a block's spool file is fsynced and before `submitblock`, to show that a
+crash at the worst moment loses nothing (tests/test_crash.py). Never set it in production.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
+import signal
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .node import NodeClient, NodeError, NodeRPCError
+from .node import NodeClient, NodeError, NodeRPCError, NodeSet
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +32,15 @@ ORPHANED = "orphaned"
 RPC_DESERIALIZATION_ERROR = -22
 RPC_VERIFY_ERROR = -25
 
+# submitblock answers that mean the node has the block (reference §8), best first.
+ACCEPTING_ANSWERS = ("null", "duplicate", "inconclusive")
+
+FAULT_ENV = "SOLOPOOL_FAULT"
+FAULT_KILL_AFTER_SPOOL = "kill-after-spool"
+
+# After a block's final answer, nodes that never answered are still offered it for this long.
+CATCH_UP_SECONDS = 600.0
+
 
 @dataclass
 class FoundBlock:
@@ -33,13 +51,18 @@ class FoundBlock:
     address: str
     found_at: float
     status: str = PENDING
-    answer: str | None = None  # what submitblock said; "null" when accepted outright
+    answer: str | None = None  # the deciding submitblock answer; "null" when accepted outright
     in_best_chain: bool = False
-    attempts: int = 0
+    attempts: int = 0  # submission rounds (each round goes to every node still owing an answer)
+    answers: dict[str, str] = field(default_factory=dict)  # node name -> its final answer
+    final_at: float | None = None  # when the final answer was known (time.time())
 
     @property
     def filename(self) -> str:
         return f"{self.height:08d}-{self.hash}.json"
+
+
+_FIELDS = {f.name for f in dataclasses.fields(FoundBlock)}
 
 
 class BlockSpool:
@@ -73,8 +96,10 @@ class BlockSpool:
         blocks = []
         for path in sorted(self.directory.glob("*.json")):
             try:
-                blocks.append(FoundBlock(**json.loads(path.read_text())))
-            except (OSError, ValueError, TypeError) as exc:
+                data = json.loads(path.read_text())
+                # Fields a newer version may add are ignored rather than losing the block.
+                blocks.append(FoundBlock(**{k: v for k, v in data.items() if k in _FIELDS}))
+            except (OSError, ValueError, TypeError, AttributeError) as exc:
                 log.error("cannot read spooled block %s: %s", path, exc)
         return blocks
 
@@ -83,25 +108,42 @@ class BlockSpool:
 
 
 class BlockSubmitter:
-    """Owns every found block from the moment it is found until the node's final answer."""
+    """Owns every found block from the moment it is found until the nodes' final answer."""
 
     def __init__(
         self,
-        node: NodeClient,
+        nodes: NodeSet | NodeClient,
         spool: BlockSpool,
         on_final: Callable[[FoundBlock], Awaitable[None]] | None = None,
         max_backoff: float = 10.0,
+        fault: str | None = None,
     ) -> None:
-        self.node = node
+        self.nodes = nodes if isinstance(nodes, NodeSet) else NodeSet([nodes])
         self.spool = spool
         self.on_final = on_final
         self.max_backoff = max_backoff
+        self.fault = os.environ.get(FAULT_ENV, "") if fault is None else fault
+        if self.fault:
+            log.warning(
+                "%s=%s is set: a test hook, not for production", FAULT_ENV, self.fault
+            )
         self.in_flight: set[asyncio.Task[None]] = set()
+        self.catch_ups: set[asyncio.Task[None]] = set()
         self.history: list[FoundBlock] = []
+        self._submits: set[asyncio.Task[None]] = set()  # every submitblock call under way
+        self._busy: dict[str, set[str]] = {}  # block hash -> nodes with a submitblock under way
 
     async def found(self, block: FoundBlock) -> None:
         """Spool, then submit. Returns once the spool file is on disk."""
         await asyncio.to_thread(self.spool.write, block)
+        if self.fault == FAULT_KILL_AFTER_SPOOL:
+            log.critical(
+                "%s=%s: killing the pool with SIGKILL after spooling block %s",
+                FAULT_ENV, self.fault, block.hash,
+            )
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
         self._start(block)
 
     def _start(self, block: FoundBlock) -> None:
@@ -122,54 +164,160 @@ class BlockSubmitter:
         if self.in_flight:
             await asyncio.wait(set(self.in_flight), timeout=timeout)
 
+    async def close(self) -> None:
+        """Stop offering finished blocks to nodes that never answered."""
+        tasks = [*self.catch_ups, *self._submits]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- submission -----------------------------------------------------------------------------
+
+    def _owing(self, block: FoundBlock) -> list[NodeClient]:
+        """Nodes that have not given this block a final answer yet."""
+        return [c for c in self.nodes.submit_targets() if c.name not in block.answers]
+
+    async def _submit_round(self, block: FoundBlock, warned: set[str]) -> None:
+        """submitblock to every node still owing an answer, all at once. Returns when all have
+        answered or failed, or as soon as one accepts: a slow node answers in the background
+        (and is not sent the block again meanwhile)."""
+        busy = self._busy.setdefault(block.hash, set())
+        targets = [c for c in self._owing(block) if c.name not in busy]
+        if not targets:
+            return
+        block.attempts += 1
+        pending: set[asyncio.Task[None]] = set()
+        for client in targets:
+            busy.add(client.name)
+            task = asyncio.create_task(self._submit_one(client, block, warned, busy))
+            task.add_done_callback(self._submits.discard)
+            self._submits.add(task)
+            pending.add(task)
+        while pending and not self._accepted(block):
+            _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+
+    @staticmethod
+    def _accepted(block: FoundBlock) -> bool:
+        return any(a in ACCEPTING_ANSWERS for a in block.answers.values())
+
+    async def _submit_one(
+        self, client: NodeClient, block: FoundBlock, warned: set[str], busy: set[str]
+    ) -> None:
+        try:
+            await self._submit_to(client, block, warned)
+        finally:
+            busy.discard(client.name)
+
+    async def _submit_to(self, client: NodeClient, block: FoundBlock, warned: set[str]) -> None:
+        try:
+            answer = await client.submit_block(block.hex)
+        except NodeRPCError as exc:
+            if exc.code in (RPC_DESERIALIZATION_ERROR, RPC_VERIFY_ERROR):
+                block.answers[client.name] = f"RPC error {exc.code}: {exc.message}"
+                return
+            error: NodeError = exc
+        except NodeError as exc:
+            error = exc
+        else:
+            block.answers[client.name] = "null" if answer is None else answer
+            log.info("submitblock %s to %s: %s", block.hash, client, block.answers[client.name])
+            return
+        if client.name not in warned:
+            warned.add(client.name)
+            log.warning(
+                "submitblock for %s to %s failed (%s); retrying until it answers",
+                block.hash, client, error,
+            )
+        else:
+            log.debug("submitblock for %s to %s failed again (%s)", block.hash, client, error)
+
+    def _is_final(self, block: FoundBlock) -> bool:
+        if self._accepted(block):
+            return True
+        # Every reachable node rejected it; a node we could not reach might still take it.
+        return bool(block.answers) and not self._owing(block)
+
     async def _submit_until_final(self, block: FoundBlock) -> None:
         delay = 0.25
+        warned: set[str] = set()
         while True:
-            block.attempts += 1
-            try:
-                answer = await self.node.submit_block(block.hex)
-                await self._judge(block, answer)
+            await self._submit_round(block, warned)
+            if self._is_final(block):
                 break
-            except NodeRPCError as exc:
-                if exc.code in (RPC_DESERIALIZATION_ERROR, RPC_VERIFY_ERROR):
-                    block.status, block.answer = REJECTED, f"RPC error {exc.code}: {exc.message}"
-                    break
-                log.warning("submitblock for %s failed (%s); retrying", block.hash, exc)
-            except NodeError as exc:
-                log.warning("submitblock for %s failed (%s); retrying", block.hash, exc)
-            await asyncio.sleep(delay)
+            # Back off, but try again the moment a node comes back.
+            await self.nodes.wait_for_change(delay)
             delay = min(delay * 2, self.max_backoff)
+        await self._judge(block)
+        block.final_at = time.time()
         self._log_verdict(block)
         await asyncio.to_thread(self.spool.write, block)
+        if self._owing(block) and block.status != REJECTED:
+            task = asyncio.create_task(self._catch_up(block, warned), name=f"late-{block.hash}")
+            self.catch_ups.add(task)
+            task.add_done_callback(self.catch_ups.discard)
+        else:
+            self._busy.pop(block.hash, None)
         if self.on_final is not None:
             await self.on_final(block)
 
-    async def _judge(self, block: FoundBlock, answer: str | None) -> None:
-        block.answer = "null" if answer is None else answer
-        if answer is None or answer in ("duplicate", "inconclusive"):
-            # Accepted, or known to the node: confirm with the hash at that height.
+    async def _catch_up(self, block: FoundBlock, warned: set[str]) -> None:
+        """Offer a finished block to the nodes that were down when it was found."""
+        deadline = time.monotonic() + CATCH_UP_SECONDS
+        delay = 1.0
+        written = dict(block.answers)
+        try:
+            while self._owing(block) and time.monotonic() < deadline:
+                await self.nodes.wait_for_change(delay)
+                delay = min(delay * 2, self.max_backoff)
+                await self._submit_round(block, warned)
+                if block.answers != written:
+                    written = dict(block.answers)
+                    await asyncio.to_thread(self.spool.write, block)
+        finally:
+            self._busy.pop(block.hash, None)
+
+    async def _judge(self, block: FoundBlock) -> None:
+        order = {c.name: i for i, c in enumerate(self.nodes.clients)}
+        answers = sorted(block.answers.items(), key=lambda item: order.get(item[0], len(order)))
+        accepting = [a for _, a in answers if a in ACCEPTING_ANSWERS]
+        if accepting:
+            best = min(accepting, key=ACCEPTING_ANSWERS.index)
+            block.answer = best
+            others = {n: a for n, a in answers if a not in ACCEPTING_ANSWERS}
+            if others:
+                log.warning("nodes disagree on block %s: %s", block.hash, dict(answers))
+            # Accepted, or known to a node: confirm with the hash at that height.
             block.in_best_chain = await self._in_best_chain(block)
-            if answer == "inconclusive" and not block.in_best_chain:
+            if best == "inconclusive" and not block.in_best_chain:
                 block.status = ORPHANED
             else:
                 block.status = ACCEPTED
         else:
+            block.answer = answers[0][1] if answers else None
             block.status = REJECTED
 
     async def _in_best_chain(self, block: FoundBlock) -> bool:
-        try:
-            return await self.node.get_block_hash(block.height) == block.hash
-        except NodeRPCError:
-            return False  # height not on the best chain (yet)
+        delay = 0.5
+        for _ in range(5):
+            confirmed = await self.nodes.confirm(block.height, block.hash)
+            if confirmed is not None:
+                return confirmed
+            await asyncio.sleep(delay)  # no node could answer: try a few times
+            delay *= 2
+        return False
 
     def _log_verdict(self, block: FoundBlock) -> None:
+        waited = (block.final_at or time.time()) - block.found_at
         if block.status == ACCEPTED:
             log.warning(
-                "BLOCK ACCEPTED height=%d hash=%s worker=%s answer=%s in_best_chain=%s",
+                "BLOCK ACCEPTED height=%d hash=%s worker=%s answer=%s in_best_chain=%s "
+                "answers=%s after %.1f s",
                 block.height, block.hash, block.worker, block.answer, block.in_best_chain,
+                block.answers, waited,
             )
         else:
             log.error(
-                "BLOCK %s height=%d hash=%s worker=%s answer=%s",
+                "BLOCK %s height=%d hash=%s worker=%s answer=%s answers=%s after %.1f s",
                 block.status.upper(), block.height, block.hash, block.worker, block.answer,
+                block.answers, waited,
             )

@@ -1,11 +1,355 @@
-"""`solopool check`: preflight checks, one line each with a fix."""
+"""`solopool check`: preflight checks, one line each with a fix.
+
+Runs before (or instead of) the pool, with no event loop: the node is asked synchronously.
+Every line starts with `ok`, `FAIL`, `warn` or `info`; the exit code is 0 only when nothing
+failed, i.e. when `solopool --config FILE` can start mining.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
+import getpass
+import os
+import socket
+import ssl
 import sys
+import tempfile
+from typing import Any, TextIO
+
+from .config import Config, ConfigError, load_config
+from .consensus.address import CHAINS, AddressError, address_to_script, is_supported_payout
+from .discovery import connectable, published_hashblock
+from .node import (
+    RPC_METHOD_NOT_FOUND,
+    NodeAuthError,
+    NodeClient,
+    NodeError,
+    NodeRPCError,
+    NodeUnreachable,
+)
+
+EXIT_OK = 0
+EXIT_FAIL = 1
+EXIT_CONFIG = 2
+
+
+class Report:
+    """Collects result lines; `failed` tells whether mining could start."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.failed = False
+
+    def line(self, status: str, message: str, fix: str | None = None) -> None:
+        text = f"{status:<6}{message}"
+        if fix:
+            text += f" — fix: {fix}"
+        print(text, file=self.out, flush=True)
+
+    def ok(self, message: str) -> None:
+        self.line("ok", message)
+
+    def fail(self, message: str, fix: str) -> None:
+        self.failed = True
+        self.line("FAIL", message, fix)
+
+    def warn(self, message: str, fix: str | None = None) -> None:
+        self.line("warn", message, fix)
+
+    def info(self, message: str, fix: str | None = None) -> None:
+        self.line("info", message, fix)
 
 
 def main_check(args: argparse.Namespace) -> int:
-    print("solopool check: not implemented yet", file=sys.stderr)
-    return 1
+    from .cli import config_path
+
+    path = config_path(args)
+    report = Report(sys.stdout)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        report.fail(f"config: {exc}", f"edit {path or 'the SOLOPOOL_* variables'}")
+        return EXIT_CONFIG
+    report.ok(f"config {path} read" if path else "config from defaults and SOLOPOOL_* variables")
+    run_checks(config, report, address=getattr(args, "address", None))
+    return EXIT_FAIL if report.failed else EXIT_OK
+
+
+def run_checks(config: Config, report: Report, address: str | None = None) -> None:
+    chain = check_node(config, report)
+    check_payout(config, report, chain, address)
+    check_ports(config, report)
+    check_data_dir(config, report)
+    check_tls(config, report)
+
+
+# --- the node ---------------------------------------------------------------------------------
+
+
+def check_node(config: Config, report: Report) -> str | None:
+    """Reachability, auth, chain and sync, getblocktemplate, ZMQ. Returns the chain name."""
+    n = config.node
+    node = NodeClient(
+        n.rpc_url,
+        rpc_user=n.rpc_user,
+        rpc_password=n.rpc_password,
+        cookie_file=n.rpc_cookie_file,
+        timeout=min(n.rpc_timeout_seconds, 15.0),
+        max_threads=1,
+    )
+    url = node.display_url
+    try:
+        return _check_node(config, node, url, report)
+    finally:
+        node.close()
+
+
+def _auth_fix(config: Config) -> str:
+    n = config.node
+    if n.rpc_cookie_file is not None:
+        guessed = " (guessed: no login configured)" if n.cookie_guessed else ""
+        return (
+            f"the cookie {n.rpc_cookie_file}{guessed} must be the running node's and readable by "
+            "this user; or set [node] rpc_user and rpc_password"
+        )
+    return "check [node] rpc_user/rpc_password against rpcuser/rpcpassword or rpcauth"
+
+
+def _check_node(config: Config, node: NodeClient, url: str, report: Report) -> str | None:
+    n = config.node
+    if n.rpc_cookie_file is not None and not n.rpc_cookie_file.exists():
+        report.ok(f"node RPC at {url} (not contacted: no login to use)")
+        report.fail(f"no cookie file at {n.rpc_cookie_file}", _auth_fix(config))
+        return None
+    try:
+        info: dict[str, Any] = node.call_sync("getblockchaininfo")
+    except NodeAuthError as exc:
+        report.ok(f"node reachable at {url}")
+        report.fail(f"RPC login refused: {exc}", _auth_fix(config))
+        return None
+    except NodeUnreachable as exc:
+        reason = str(exc)
+        if reason.startswith("cannot reach the node at"):
+            reason = reason.split(": ", 1)[-1]
+        report.fail(
+            f"node not reachable at {url} ({reason})",
+            "start bitcoind with server=1 (rpcbind/rpcallowip must let this machine in), "
+            "and check [node] rpc_url",
+        )
+        return None
+    except NodeError as exc:
+        report.ok(f"node reachable at {url}")
+        report.fail(f"getblockchaininfo answered with an error: {exc}", "see the node's debug.log")
+        return None
+    report.ok(f"node reachable at {url}")
+    report.ok("RPC login accepted" + (" (cookie)" if n.rpc_cookie_file is not None else ""))
+
+    chain = str(info.get("chain"))
+    blocks, headers = info.get("blocks"), info.get("headers")
+    progress = 100 * float(info.get("verificationprogress", 0) or 0)
+    if chain not in CHAINS:
+        report.fail(f"the node is on chain {chain!r}", "solopool mines main, test, signet, regtest")
+        return None
+    if info.get("initialblockdownload") and chain == "main":
+        report.fail(
+            f"chain main still syncing: {blocks} of {headers} blocks ({progress:.1f}% verified)",
+            "wait until the node has caught up (mainnet nodes give no templates while syncing)",
+        )
+    else:
+        report.ok(f"chain {chain}, height {blocks} (headers {headers}), synced")
+
+    try:
+        template: dict[str, Any] = node.call_sync("getblocktemplate", {"rules": ["segwit"]})
+    except NodeRPCError as exc:
+        report.fail(
+            f"getblocktemplate failed: {exc.message} (RPC error {exc.code})",
+            "a mainnet node needs peers (-9) and a finished sync (-10); otherwise see debug.log",
+        )
+    except NodeError as exc:
+        report.fail(f"getblocktemplate failed: {exc}", "see the node's debug.log")
+    else:
+        report.ok(
+            f"getblocktemplate works (height {template.get('height')}, "
+            f"{len(template.get('transactions', []))} transactions)"
+        )
+    check_zmq(config, node, report)
+    return chain
+
+
+def check_zmq(config: Config, node: NodeClient, report: Report) -> None:
+    configured = config.node.zmq_hashblock
+    try:
+        notifications = node.call_sync("getzmqnotifications")
+    except NodeRPCError as exc:
+        if exc.code == RPC_METHOD_NOT_FOUND:
+            if configured:
+                report.warn(
+                    f"zmq_hashblock = {configured} but this node was built without ZMQ",
+                    "remove [node] zmq_hashblock (longpoll and polling notice new blocks)",
+                )
+            else:
+                report.info("the node has no ZMQ; new blocks are noticed by longpoll and polling")
+            return
+        report.warn(f"getzmqnotifications failed: {exc}")
+        return
+    except NodeError as exc:
+        report.warn(f"getzmqnotifications failed: {exc}")
+        return
+    published = published_hashblock(notifications, config.node.rpc_url)
+    if configured and published:
+        if _same_endpoint(configured, published):
+            report.ok(f"ZMQ hashblock at {configured}, published by the node")
+        else:
+            report.warn(
+                f"zmq_hashblock = {configured}, but the node publishes hashblock at {published}",
+                f'set [node] zmq_hashblock = "{published}"',
+            )
+    elif configured:
+        report.warn(
+            f"zmq_hashblock = {configured}, but the node publishes no hashblock",
+            f"add zmqpubhashblock={configured} to bitcoin.conf and restart the node, or remove "
+            "[node] zmq_hashblock",
+        )
+    elif published:
+        report.ok(
+            f"the node publishes ZMQ hashblock at {published}; solopool will use it (or set "
+            f'[node] zmq_hashblock = "{published}")'
+        )
+    else:
+        report.info(
+            "no ZMQ hashblock: new blocks are noticed by longpoll (fast enough)",
+            "optional: zmqpubhashblock=tcp://127.0.0.1:28332 in bitcoin.conf, for the fastest",
+        )
+
+
+def _same_endpoint(a: str, b: str) -> bool:
+    def norm(x: str) -> str:
+        return x.replace("localhost", "127.0.0.1").rstrip("/")
+
+    return norm(a) == norm(b) or norm(connectable(a, "http://127.0.0.1")) == norm(b)
+
+
+# --- payout address ---------------------------------------------------------------------------
+
+
+def check_payout(config: Config, report: Report, chain: str | None, address: str | None) -> None:
+    addresses = [address] if address else list(config.stratum.allowed_addresses)
+    if not addresses:
+        report.info(
+            "no payout address to check; each miner's username is checked when it connects",
+            "run with --address YOUR_ADDRESS to check yours now",
+        )
+        return
+    for addr in addresses:
+        if chain is None:
+            report.warn(f"payout address {addr} not checked: the node's chain is unknown")
+            continue
+        try:
+            script = address_to_script(addr.strip(), chain)
+        except AddressError as exc:
+            report.fail(
+                f"payout address {addr} is not a valid {chain} address: {exc}",
+                f"use an address of the node's chain ({chain})",
+            )
+            continue
+        if not is_supported_payout(script):
+            report.fail(
+                f"payout address {addr} is not a P2PKH, P2SH, P2WPKH, P2WSH or P2TR address",
+                "use one of those address types",
+            )
+            continue
+        report.ok(f"payout address {addr} is valid for {chain}")
+
+
+# --- local resources --------------------------------------------------------------------------
+
+
+def _port_free(host: str, port: int) -> OSError | None:
+    """Could the pool bind host:port right now? (Same options as the real listener.)"""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    bind_host = host.strip("[]")
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and bind_host == "::":
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind((bind_host, port))
+            sock.listen(1)
+    except OSError as exc:
+        return exc
+    return None
+
+
+def check_ports(config: Config, report: Report) -> None:
+    s = config.stratum
+    wanted: list[tuple[str, str, int, str]] = [("Stratum", s.host, s.port, "[stratum] port")]
+    if s.tls_port:
+        wanted.append(("Stratum TLS", s.host, s.tls_port, "[stratum] tls_port"))
+    if config.api.enabled:
+        wanted.append(("API", config.api.host, config.api.port, "[api] port"))
+    for name, host, port, key in wanted:
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if port == 0:
+            report.ok(f"{name} port: any free port on {host} (port = 0)")
+            continue
+        exc = _port_free(host, port)
+        if exc is None:
+            report.ok(f"{name} port {where} is free")
+        elif exc.errno == errno.EADDRINUSE:
+            report.fail(
+                f"{name} port {where} is in use",
+                f"stop the program using it (is solopool already running?) or change {key}",
+            )
+        else:
+            report.fail(f"cannot listen on {where}: {exc.strerror or exc}", f"check {key} and host")
+
+
+def check_data_dir(config: Config, report: Report) -> None:
+    data_dir = config.pool.data_dir
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".check-", dir=data_dir)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        report.fail(
+            f"data_dir {data_dir} is not writable: {exc.strerror or exc}",
+            f"create it and make it writable by user {_user()}, or change [pool] data_dir",
+        )
+        return
+    report.ok(f"data_dir {data_dir} is writable")
+
+
+def check_tls(config: Config, report: Report) -> None:
+    s = config.stratum
+    if not s.tls_port or s.tls_cert_file is None or s.tls_key_file is None:
+        return
+    cert, key = s.tls_cert_file, s.tls_key_file
+    if not (cert.exists() and key.exists()):
+        if s.tls_self_signed:
+            report.ok(f"TLS: a self-signed certificate will be made at {cert} on first start")
+        else:
+            missing = cert if not cert.exists() else key
+            report.fail(
+                f"TLS certificate file {missing} not found",
+                "fix [stratum] tls_cert_file/tls_key_file, or remove both for a self-signed one",
+            )
+        return
+    try:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(cert), str(key))
+    except (OSError, ssl.SSLError) as exc:
+        report.fail(
+            f"TLS certificate {cert} / key {key} unusable: {exc}",
+            "give a PEM certificate and its matching unencrypted PEM key",
+        )
+        return
+    report.ok(f"TLS certificate {cert} loads")
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "the user solopool runs as"

@@ -11,6 +11,7 @@ from pathlib import Path
 from . import __version__
 from .app import Pool, StartupError
 from .config import ConfigError, load_config
+from .logsafety import config_permission_warning, quiet_rpc_logger
 
 EXIT_CONFIG = 2
 DEFAULT_CONFIG = Path("solopool.toml")
@@ -51,8 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
         "status", parents=[common], help="print the pool, worker and odds summary from the API"
     )
     status.add_argument("--url", default=None, help="API base URL (default: from the config)")
-    sub.add_parser(
+    check = sub.add_parser(
         "check", parents=[common], help="check node, chain, template, ports and data_dir"
+    )
+    check.add_argument(
+        "--address", default=None, help="also check this payout address for the node's chain"
     )
     return parser
 
@@ -87,6 +91,10 @@ def run_pool(args: argparse.Namespace) -> int:
         print(f"solopool: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(args.log_level)
+    quiet_rpc_logger()
+    warning = config_permission_warning(config)
+    if warning is not None:
+        logging.getLogger("solopool").warning("%s", warning)
     install_uvloop()
     pool = Pool(config)
     try:

@@ -35,7 +35,7 @@ class ConfigError(Exception):
 class NodeConfig:
     rpc_url: str = "http://127.0.0.1:8332"
     rpc_user: str | None = None
-    rpc_password: str | None = None
+    rpc_password: str | None = field(default=None, repr=False)  # never in logs or reprs
     rpc_cookie_file: Path | None = None
     zmq_hashblock: str | None = None
     template_refresh_seconds: float = 30.0
@@ -62,6 +62,13 @@ class StratumConfig:
     idle_timeout_seconds: float = 900.0
     max_invalid_shares_per_minute: int = 600
     allowed_addresses: tuple[str, ...] = ()
+    # Stratum over TLS (stratum+ssl) on a second port; 0 = off. Without tls_cert_file and
+    # tls_key_file a self-signed certificate is made in data_dir/tls/ on first start.
+    tls_port: int = 0
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # True when the certificate paths are the data_dir/tls/ defaults (generated if missing)
+    tls_self_signed: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,7 +113,7 @@ _TABLES: dict[str, type] = {
     "api": ApiConfig,
     "notify": NotifyConfig,
 }
-_INTERNAL_KEYS = {"cookie_guessed"}
+_INTERNAL_KEYS = {"cookie_guessed", "tls_self_signed"}
 
 
 def _keys(cls: type) -> set[str]:
@@ -133,7 +140,8 @@ class _Section:
     def string(self, key: str, default: str | None) -> str | None:
         value = self.table.get(key, default)
         if value is not None and not isinstance(value, str):
-            raise ConfigError(f"{self._where(key)} must be a string in quotes, got {value!r}")
+            shown = "a value that is not text" if "password" in key else repr(value)  # no leaks
+            raise ConfigError(f"{self._where(key)} must be a string in quotes, got {shown}")
         return value
 
     def boolean(self, key: str, default: bool) -> bool:
@@ -227,7 +235,7 @@ def _node(section: _Section, base: Path) -> NodeConfig:
     )
 
 
-def _stratum(section: _Section) -> StratumConfig:
+def _stratum(section: _Section, base: Path | None = None) -> StratumConfig:
     d = StratumConfig()
     host = section.string("host", d.host) or d.host
     start = section.number("start_difficulty", d.start_difficulty, positive=True)
@@ -280,6 +288,39 @@ def _stratum(section: _Section) -> StratumConfig:
             "max_invalid_shares_per_minute", d.max_invalid_shares_per_minute, 1, 10_000_000
         ),
         allowed_addresses=section.strings("allowed_addresses"),
+        **_stratum_tls(section, base or Path.cwd()),
+    )
+
+
+def _stratum_tls(section: _Section, base: Path) -> dict[str, Any]:
+    """The [stratum] TLS keys: tls_port, and tls_cert_file + tls_key_file (both or neither)."""
+    port = section.integer("port", StratumConfig.port, 0, 65535)
+    tls_port = section.integer("tls_port", 0, 0, 65535)
+    if tls_port and tls_port == port:
+        raise ConfigError(
+            f"[stratum] tls_port ({tls_port}) must differ from port; e.g. port = 3333 and "
+            "tls_port = 3334"
+        )
+    cert = section.string("tls_cert_file", None) or None
+    key = section.string("tls_key_file", None) or None
+    if bool(cert) != bool(key):
+        raise ConfigError("[stratum] tls_cert_file and tls_key_file must be set together")
+    return {
+        "tls_port": tls_port,
+        "tls_cert_file": _path(cert, base) if cert else None,
+        "tls_key_file": _path(key, base) if key else None,
+    }
+
+
+def _with_tls_defaults(stratum: StratumConfig, data_dir: Path) -> StratumConfig:
+    """TLS on without a certificate: use (and on first start make) one in data_dir/tls/."""
+    if not stratum.tls_port or stratum.tls_cert_file is not None:
+        return stratum
+    return dataclasses.replace(
+        stratum,
+        tls_cert_file=data_dir / "tls" / "cert.pem",
+        tls_key_file=data_dir / "tls" / "key.pem",
+        tls_self_signed=True,
     )
 
 
@@ -329,6 +370,15 @@ def _env_value(text: str) -> Any:
         return text
 
 
+def _text_keys(cls: type) -> set[str]:
+    """Keys whose values are strings or paths (annotations are strings here)."""
+    return {
+        f.name
+        for f in dataclasses.fields(cls)
+        if isinstance(f.type, str) and f.type.split(" |")[0] in ("str", "Path")
+    } | {"version_rolling_mask"}
+
+
 def apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
     """Overlay SOLOPOOL_<SECTION>_<KEY> variables on a parsed config document."""
     merged = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
@@ -342,7 +392,9 @@ def apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> dict[
                 if key in _keys(cls):
                     table = merged.setdefault(section, {})
                     if isinstance(table, dict):
-                        table[key] = _env_value(value)
+                        # Text keys take the value verbatim: a password "123" stays text.
+                        text = key in _text_keys(cls)
+                        table[key] = value if text else _env_value(value)
                 break
     return merged
 
@@ -366,10 +418,13 @@ def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -
         raise ConfigError(
             "backup nodes are written [[backup_node]] (double brackets), one table per node"
         )
+    node = _node(section("node"), base)
+    stratum = _stratum(section("stratum"), base)
+    pool = _pool(section("pool"), base)
     return Config(
-        node=_node(section("node"), base),
-        stratum=_stratum(section("stratum")),
-        pool=_pool(section("pool"), base),
+        node=node,
+        stratum=_with_tls_defaults(stratum, pool.data_dir),
+        pool=pool,
         api=_api(section("api")),
         notify=_notify(section("notify")),
         backup_nodes=tuple(

@@ -15,6 +15,10 @@ if [ -z "${BITCOIND:-}" ] && ! command -v bitcoind >/dev/null 2>&1; then
     scripts/install-node.sh
 fi
 
+# Debian's chromium for the dashboard test (Playwright drives it; no browser download).
+command -v chromium >/dev/null 2>&1 \
+    || (apt-get update && apt-get install -y --no-install-recommends chromium)
+
 echo "== ruff"
 .venv/bin/ruff check pool tests
 echo "== mypy"

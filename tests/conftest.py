@@ -38,6 +38,7 @@ def pool_config(
             **stratum,
         },
         "pool": {"data_dir": str(data_dir)},
+        "api": {"host": "127.0.0.1", "port": 0},
     }
     if node.zmq_url is not None:
         table["node"]["zmq_hashblock"] = node.zmq_url

@@ -122,3 +122,22 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
     assert config.node.rpc_url == "http://10.0.0.2:8332"
     assert config.stratum.allowed_addresses == ("bc1qa", "bc1qb")
     assert config.pool.coinbase_tag == "/home/"
+
+
+def test_environment_text_values_stay_text(tmp_path: Path) -> None:
+    from pool.config import load_config
+
+    config = load_config(
+        None,
+        environ={
+            "SOLOPOOL_NODE_RPC_USER": "true",
+            "SOLOPOOL_NODE_RPC_PASSWORD": "123",
+            "SOLOPOOL_STRATUM_VERSION_ROLLING_MASK": "00006000",
+            "SOLOPOOL_STRATUM_MIN_DIFFICULTY": "0.5",
+            "SOLOPOOL_API_ENABLED": "false",
+        },
+    )
+    assert config.node.rpc_user == "true" and config.node.rpc_password == "123"
+    assert config.stratum.version_rolling_mask == 0x6000
+    assert config.stratum.min_difficulty == 0.5
+    assert config.api.enabled is False

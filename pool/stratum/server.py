@@ -1,72 +1,128 @@
 """The TCP side of Stratum: an asyncio.Protocol per connection (uvloop-friendly, no streams),
-extranonce1 allocation, and fan-out of new jobs to every miner."""
+extranonce1 allocation, connection limits, one periodic sweep for timeouts, and fan-out of new
+jobs to every miner.
+
+Memory per connection is bounded: the framer holds at most one line (`max_line_bytes`), lines
+waiting behind a slow request (authorize asks the node) are capped and reading pauses while one
+is out, and a miner that does not read what we send is dropped once `max_write_buffer` bytes are
+queued for it, instead of being buffered forever.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import secrets
+import socket
+import ssl
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..config import StratumConfig
 from .framing import LineFramer, LineTooLong
-from .session import PoolServices, Session
+from .session import DifficultyMemory, PoolServices, Session
+from .tls import ensure_self_signed, server_context
 
 log = logging.getLogger(__name__)
 
 MAX_PENDING_LINES = 256  # lines queued behind a slow request (authorize) before we give up
 MAX_WRITE_BUFFER = 1 << 20  # a miner that does not read its notifies is dropped, not buffered
-TICK_SECONDS = 5.0
+TICK_SECONDS = 5.0  # the sweep's period (shorter when a timeout is configured shorter)
+MIN_TICK_SECONDS = 0.05
+REFUSAL_LOG_SECONDS = 60.0  # refused connections are logged at most once per IP per minute
+CLOSE_WAIT_SECONDS = 2.0  # at shutdown: how long miners get to take their client.reconnect
+BACKGROUND_WAIT_SECONDS = 30.0  # at shutdown: found blocks still being spooled
+
+
+def peer_host(peername: Any) -> str:
+    """The IP a connection comes from (the key of the per-IP limit)."""
+    if isinstance(peername, tuple) and peername:
+        return str(peername[0])
+    return str(peername)
 
 
 class StratumProtocol(asyncio.Protocol):
     """Framing and ordering for one connection; all meaning lives in `Session`."""
 
+    __slots__ = ("server", "transport", "framer", "pending", "busy", "session", "host")
+
     def __init__(self, server: StratumServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
-        self.framer = LineFramer(server.pool.config.max_line_bytes)
-        self.pending: deque[bytes] = deque()
+        self.framer: LineFramer | None = None
+        self.pending: list[bytes] = []  # lines waiting for a slow request to finish
         self.busy = False
-        self.session: Session | None = None
+        self.session: Session | None = None  # None: refused (over a connection limit)
+        self.host = ""
 
     # asyncio.Protocol ---------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        assert self.transport is not None
+        server = self.server
         peername = transport.get_extra_info("peername")
+        host = peer_host(peername)
+        if not server.admit(host):
+            transport.close()
+            return
+        self.host = host
         peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
-        extranonce1 = self.server.allocate_extranonce1()
-        self.session = Session(self.server.pool, self, extranonce1, peer)
-        self.server.sessions.add(self.session)
-        self.server.on_connect(self.session)
+        cfg = server.pool.config
+        self.framer = LineFramer(cfg.max_line_bytes)
+        self.transport.set_write_buffer_limits(high=server.max_write_buffer)
+        extranonce1 = server.allocate_extranonce1()
+        self.session = Session(server.pool, self, extranonce1, peer, server.memory)
+        server.sessions.add(self.session)
+        server.on_connect(self.session)
         log.debug("%s: connected, extranonce1 %s", peer, extranonce1.hex())
 
     def data_received(self, data: bytes) -> None:
         session = self.session
-        if session is None or session.closed:
+        if session is None or session.closed or self.framer is None:
             return
         try:
             lines = self.framer.feed(data)
         except LineTooLong as exc:
             log.info("%s: %s; closing", session.peer, exc)
-            session.close()
+            session.close("line too long")
             return
-        self.pending.extend(lines)
-        if len(self.pending) > MAX_PENDING_LINES:
-            log.info("%s: too many queued requests; closing", session.peer)
-            session.close()
+        if not lines:
             return
-        self._process()
+        session.last_activity = time.monotonic()
+        if self.busy:
+            self._queue(lines)
+        else:
+            self._process(lines)
 
     def connection_lost(self, exc: Exception | None) -> None:
         session = self.session
         if session is not None:
             session.closed = True
-            self.server.release(session)
+            self.server.release(session, self.host)
             log.debug("%s: disconnected", session.peer)
+            self.pending = []
+
+    def pause_writing(self) -> None:
+        """More than `max_write_buffer` bytes queued: the miner is not reading. Drop it."""
+        session = self.session
+        if session is None or session.closed:
+            return
+        log.info(
+            "%s: not reading its messages (%d bytes waiting); dropping",
+            session.peer, self.server.max_write_buffer,
+        )
+        session.closed = True  # nothing more is written to it
+        session.close_reason = "not reading"
+        transport = self.transport
+        if transport is not None:
+            # Not from inside the transport's own write(): abort on the next loop iteration.
+            asyncio.get_running_loop().call_soon(transport.abort)
+
+    def resume_writing(self) -> None:
+        pass
 
     # Writer (what the session writes through) -------------------------------------------------
 
@@ -75,9 +131,6 @@ class StratumProtocol(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         transport.write(data)
-        if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
-            log.info("%s: not reading its messages; dropping", self.session and self.session.peer)
-            transport.abort()
 
     def close(self) -> None:
         if self.transport is not None:
@@ -85,24 +138,140 @@ class StratumProtocol(asyncio.Protocol):
 
     # ordering -----------------------------------------------------------------------------------
 
-    def _process(self) -> None:
+    def _process(self, lines: list[bytes]) -> None:
+        """Handle lines in order; stop at one whose answer must wait (authorize), keeping the
+        rest for `_resume`, and stop reading meanwhile."""
         session = self.session
-        while self.pending and not self.busy and session is not None and not session.closed:
-            waiting = session.handle_line(self.pending.popleft())
+        if session is None:
+            return
+        for i, line in enumerate(lines):
+            if session.closed:
+                return
+            try:
+                waiting = session.handle_line(line)
+            except Exception:  # handle_line catches everything; this is the last line of defence
+                log.exception("%s: failed to handle a line; closing", session.peer)
+                session.close("internal error")
+                return
             if waiting is not None:
                 self.busy = True
                 task = asyncio.ensure_future(waiting)
                 task.add_done_callback(self._resume)
                 self.server.tasks.add(task)
+                self._queue(lines[i + 1 :])
+                transport = self.transport
+                if transport is not None and not transport.is_closing():
+                    transport.pause_reading()
+                return
+
+    def _queue(self, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        self.pending.extend(lines)
+        if len(self.pending) > MAX_PENDING_LINES and self.session is not None:
+            log.info("%s: too many queued requests; closing", self.session.peer)
+            self.pending = []
+            self.session.close("too many queued requests")
 
     def _resume(self, task: asyncio.Future[Any]) -> None:
         self.server.tasks.discard(task)
         self.busy = False
-        if not task.cancelled() and task.exception() is not None and self.session is not None:
-            log.error("%s: request failed: %r", self.session.peer, task.exception())
-            self.session.close()
+        session = self.session
+        if session is None or session.closed:
             return
-        self._process()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s: request failed: %r", session.peer, task.exception())
+            session.close("internal error")
+            return
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
+        lines, self.pending = self.pending, []
+        if lines:
+            self._process(lines)
+
+
+class Listeners:
+    """The listening sockets of one StratumServer (plain, and TLS when on), closed together."""
+
+    def __init__(
+        self, plain: asyncio.base_events.Server, tls: asyncio.base_events.Server | None
+    ) -> None:
+        self.plain = plain
+        self.tls = tls
+
+    @property
+    def sockets(self) -> tuple[Any, ...]:
+        """Plain sockets first (so `sockets[0]` is the stratum+tcp port)."""
+        tls = tuple(self.tls.sockets) if self.tls is not None else ()
+        return tuple(self.plain.sockets) + tls
+
+    def close(self) -> None:
+        self.plain.close()
+        if self.tls is not None:
+            self.tls.close()
+
+    async def wait_closed(self) -> None:
+        await self.plain.wait_closed()
+        if self.tls is not None:
+            await self.tls.wait_closed()
+
+
+def _where(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _dual_stack_socket(port: int, backlog: int) -> socket.socket:
+    """One IPv6 socket on `::` that also takes IPv4 (IPV6_V6ONLY off). asyncio's own
+    create_server turns dual stack off and would need two sockets for the same thing."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::", port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _listen(
+    factory: Callable[[], asyncio.Protocol],
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None,
+    backlog: int = 1024,
+) -> asyncio.base_events.Server:
+    loop = asyncio.get_running_loop()
+    if host in ("::", "[::]"):
+        try:
+            sock = _dual_stack_socket(port, backlog)
+        except OSError as exc:
+            if socket.has_ipv6 and exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+                raise
+            log.warning("no IPv6 on this host (%s); listening on IPv4 0.0.0.0 only", exc)
+            host = "0.0.0.0"
+        else:
+            return await loop.create_server(factory, sock=sock, ssl=ssl_context)
+    return await loop.create_server(
+        factory, host.strip("[]"), port, reuse_address=True, backlog=backlog, ssl=ssl_context
+    )
+
+
+def _tls_context(cfg: StratumConfig) -> ssl.SSLContext:
+    """The stratum+ssl context; makes the self-signed data_dir/tls/ certificate if needed."""
+    cert, key = cfg.tls_cert_file, cfg.tls_key_file
+    if cert is None or key is None:
+        raise OSError(errno.EINVAL, "[stratum] tls_port needs tls_cert_file and tls_key_file")
+    if cfg.tls_self_signed:
+        ensure_self_signed(cert, key)
+    try:
+        return server_context(cert, key)
+    except ssl.SSLError as exc:
+        message = f"cannot use TLS certificate {cert} / key {key}: {exc}"
+        raise OSError(errno.EINVAL, message) from None
 
 
 class StratumServer:
@@ -116,11 +285,19 @@ class StratumServer:
         self.on_connect: Callable[[Session], None] = on_connect or (lambda s: None)
         self.on_disconnect: Callable[[Session], None] = on_disconnect or (lambda s: None)
         self.sessions: set[Session] = set()
-        self.tasks: set[asyncio.Future[Any]] = set()
+        self.tasks: set[asyncio.Future[Any]] = set()  # requests waiting on the node
+        self.background: set[asyncio.Future[Any]] = set()  # work that must finish (blocks)
+        self.memory = DifficultyMemory()
+        self.max_write_buffer = MAX_WRITE_BUFFER
+        self.per_host: dict[str, int] = {}  # open connections per IP
+        self.refused = 0  # connections refused over a limit, since start
+        self.timed_out = 0  # connections closed by the handshake or idle timeout, since start
+        self._refusal_logged: dict[str, float] = {}
         self._extranonces: set[bytes] = set()
         self._next_extranonce = secrets.randbits(32)
-        self._server: asyncio.base_events.Server | None = None
+        self._server: Listeners | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._closing = False
 
     @property
     def port(self) -> int:
@@ -128,25 +305,89 @@ class StratumServer:
         port: int = self._server.sockets[0].getsockname()[1]
         return port
 
+    @property
+    def tls_port(self) -> int | None:
+        """The stratum+ssl port, when `[stratum] tls_port` is set."""
+        assert self._server is not None
+        tls = self._server.tls
+        return None if tls is None else int(tls.sockets[0].getsockname()[1])
+
     async def start(self) -> None:
+        """Listen on `[stratum] host:port`, and with `tls_port` also for stratum+ssl. `host`
+        may be IPv4, IPv6 (`::1`), or `::` for every IPv6 and IPv4 address on one socket."""
         cfg = self.pool.config
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: StratumProtocol(self), cfg.host, cfg.port, reuse_address=True, backlog=1024
-        )
+        plain = await _listen(lambda: StratumProtocol(self), cfg.host, cfg.port, None)
+        tls: asyncio.base_events.Server | None = None
+        if cfg.tls_port:
+            try:
+                context = await asyncio.to_thread(_tls_context, cfg)
+                tls = await _listen(lambda: StratumProtocol(self), cfg.host, cfg.tls_port, context)
+            except BaseException:
+                plain.close()
+                raise
+        self._server = Listeners(plain, tls)
         self._ticker = asyncio.create_task(self._tick_loop(), name="stratum-tick")
-        log.info("Stratum listening on %s:%d", cfg.host, self.port)
+        log.info("Stratum listening on %s", _where(cfg.host, self.port))
+        if self.tls_port is not None:
+            log.info("Stratum over TLS (stratum+ssl) on %s", _where(cfg.host, self.tls_port))
 
     async def close(self) -> None:
+        """Stop accepting, send every miner `client.reconnect` and close it, then wait for found
+        blocks still being spooled. Safe to call twice."""
+        self._closing = True
         if self._ticker is not None:
             self._ticker.cancel()
+            self._ticker = None
         if self._server is not None:
             self._server.close()
         for session in list(self.sessions):
             session.notify("client.reconnect", [])
-            session.close()
+            session.close("pool shutting down")
+        # Let the transports flush the reconnect and report the close (disconnect events).
+        deadline = time.monotonic() + CLOSE_WAIT_SECONDS
+        while self.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for session in list(self.sessions):
+            writer = session.writer
+            if isinstance(writer, StratumProtocol) and writer.transport is not None:
+                writer.transport.abort()
+        for task in list(self.tasks):
+            task.cancel()
+        if self.background:
+            done, pending = await asyncio.wait(
+                set(self.background), timeout=BACKGROUND_WAIT_SECONDS
+            )
+            if pending:
+                log.error("%d found block(s) still not spooled at shutdown", len(pending))
         if self._server is not None:
             await self._server.wait_closed()
+
+    # --- connections ------------------------------------------------------------------------------
+
+    def admit(self, host: str) -> bool:
+        """Room for one more connection from `host`? Counts it if so."""
+        cfg = self.pool.config
+        count = self.per_host.get(host, 0)
+        if self._closing:
+            return False
+        if len(self.sessions) >= cfg.max_connections:
+            self._refuse(host, f"the pool is at max_connections ({cfg.max_connections})")
+            return False
+        if count >= cfg.max_connections_per_ip:
+            self._refuse(
+                host, f"{host} is at max_connections_per_ip ({cfg.max_connections_per_ip})"
+            )
+            return False
+        self.per_host[host] = count + 1
+        return True
+
+    def _refuse(self, host: str, why: str) -> None:
+        self.refused += 1
+        now = time.monotonic()
+        last = self._refusal_logged.get(host)
+        if last is None or now - last >= REFUSAL_LOG_SECONDS:
+            self._refusal_logged[host] = now
+            log.warning("refusing connections from %s: %s", host, why)
 
     def allocate_extranonce1(self) -> bytes:
         while True:
@@ -156,10 +397,22 @@ class StratumServer:
                 self._extranonces.add(candidate)
                 return candidate
 
-    def release(self, session: Session) -> None:
+    def release(self, session: Session, host: str | None = None) -> None:
+        if session not in self.sessions:
+            return
         self.sessions.discard(session)
         self._extranonces.discard(session.extranonce1)
+        if host is not None:
+            count = self.per_host.get(host, 0) - 1
+            if count > 0:
+                self.per_host[host] = count
+            else:
+                self.per_host.pop(host, None)
+        if session.mining and session.username:
+            self.memory.remember(session.username, session.difficulty, time.monotonic())
         self.on_disconnect(session)
+
+    # --- work -----------------------------------------------------------------------------------
 
     def broadcast(self, clean: bool) -> int:
         """Send the current template's job to every mining session; returns how many."""
@@ -171,17 +424,73 @@ class StratumServer:
                 sent += 1
         return sent
 
+    def apply_config(self, cfg: StratumConfig) -> int:
+        """A reloaded config (the pool has already switched to it): apply the difficulty bounds
+        to every connection and close the ones whose address is no longer allowed. Limits and
+        timeouts are read from the config as they are used. Returns how many were closed."""
+        closed = 0
+        for session in list(self.sessions):
+            if session.closed:
+                continue
+            if session.address is not None and not session.address_allowed(session.address):
+                session.close_with_message(
+                    f"{session.address} is no longer allowed to mine on this pool"
+                )
+                closed += 1
+                continue
+            try:
+                session.apply_config(cfg)
+            except Exception:
+                log.exception("%s: could not apply the new config", session.peer)
+        return closed
+
+    # --- the sweep ------------------------------------------------------------------------------
+
+    def tick_seconds(self) -> float:
+        cfg = self.pool.config
+        shortest = min(cfg.handshake_timeout_seconds, cfg.idle_timeout_seconds) / 4
+        return max(MIN_TICK_SECONDS, min(TICK_SECONDS, shortest))
+
+    def sweep(self, now: float) -> None:
+        """Timeouts and housekeeping for every connection, in one pass."""
+        cfg = self.pool.config
+        handshake_deadline = now - cfg.handshake_timeout_seconds
+        idle_deadline = now - cfg.idle_timeout_seconds
+        for session in list(self.sessions):
+            if session.closed:
+                continue
+            try:
+                if not session.mining and session.connected_at < handshake_deadline:
+                    self.timed_out += 1
+                    # Usually a port scanner or a health check: not worth an INFO line each.
+                    session.close_with_message(
+                        f"no subscribe and authorize within {cfg.handshake_timeout_seconds:g} s",
+                        logging.DEBUG,
+                    )
+                elif session.last_activity < idle_deadline:
+                    self.timed_out += 1
+                    session.close_with_message(
+                        f"nothing received for {cfg.idle_timeout_seconds:g} s"
+                    )
+                else:
+                    session.tick(now)
+            except Exception:  # one bad session must not stop the others' housekeeping
+                log.exception("%s: tick failed", session.peer)
+        self.memory.prune(now)
+        logged = self._refusal_logged
+        for host in [h for h, t in logged.items() if now - t >= REFUSAL_LOG_SECONDS]:
+            del logged[host]
+
     async def _tick_loop(self) -> None:
         while True:
-            await asyncio.sleep(TICK_SECONDS)
-            now = time.monotonic()
-            for session in list(self.sessions):
-                try:
-                    session.tick(now)
-                except Exception:  # one bad session must not stop the others' housekeeping
-                    log.exception("%s: tick failed", session.peer)
+            await asyncio.sleep(self.tick_seconds())
+            try:
+                self.sweep(time.monotonic())
+            except Exception:  # pragma: no cover - sweep guards each session itself
+                log.exception("stratum sweep failed")
 
     def run_soon(self, awaitable: Awaitable[Any]) -> None:
+        """Work that must finish even at shutdown (spooling a found block)."""
         task = asyncio.ensure_future(awaitable)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)

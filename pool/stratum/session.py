@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -36,6 +37,15 @@ log = logging.getLogger(__name__)
 MAX_JOBS_PER_SESSION = 64  # jobs remembered per connection for share matching
 AUTHORIZE_REFUSED_CLOSE_SECONDS = 1.0
 MAX_SEEN_SHARES = 50_000  # share hashes remembered per connection for duplicate detection
+INVALID_WINDOW_SECONDS = 60.0
+# Rejects that say the miner (or whatever pretends to be one) is broken. Stale shares (21) are
+# not among them: every miner sends a few right after each new block.
+COUNTED_REJECTS = frozenset(
+    (ERR_OTHER, ERR_DUPLICATE, ERR_LOW_DIFFICULTY, ERR_UNAUTHORIZED, ERR_NOT_SUBSCRIBED)
+)
+DIFFICULTY_MEMORY_SECONDS = 6 * 3600.0
+DIFFICULTY_MEMORY_ENTRIES = 100_000
+INTERNAL_ERROR_LOG_SECONDS = 60.0
 
 
 class AddressRefused(Exception):
@@ -63,12 +73,92 @@ def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
+def normalize_address(address: str) -> str:
+    """Bech32 addresses are case-insensitive (all-uppercase is valid); base58 is not."""
+    lowered = address.lower()
+    return lowered if lowered.startswith(("bc1", "tb1", "bcrt1")) else address
+
+
+_ESP_MINER_AGENT = re.compile(r"bitaxe/[^/]*/v?(\d+)\.(\d+)")
+
+
+def integer_difficulty_only(user_agent: str) -> bool:
+    """ESP-Miner (`bitaxe/<asic>/<version>`) before 2.14.0 truncates fractional difficulties."""
+    match = _ESP_MINER_AGENT.match(user_agent)
+    return match is not None and (int(match[1]), int(match[2])) < (2, 14)
+
+
 def split_username(username: str) -> tuple[str, str]:
     """`ADDRESS.worker` or `ADDRESS_worker` (neither character occurs in an address)."""
     for i, ch in enumerate(username):
         if ch in "._":
             return username[:i], username[i + 1 :]
     return username, ""
+
+
+class DifficultyMemory:
+    """The last difficulty of each (address, worker) that disconnected, kept for some hours, so a
+    miner that reconnects (network blip, pool restart, firmware reboot) does not start over at
+    the start difficulty and wait for vardiff to find its rate again."""
+
+    __slots__ = ("ttl", "max_entries", "_entries")
+
+    def __init__(
+        self, ttl: float = DIFFICULTY_MEMORY_SECONDS, max_entries: int = DIFFICULTY_MEMORY_ENTRIES
+    ) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        # (address, worker) -> (when, difficulty), oldest first
+        self._entries: dict[tuple[str, str], tuple[float, float | int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @staticmethod
+    def _key(username: str) -> tuple[str, str]:
+        address, worker = split_username(username)
+        return normalize_address(address), worker
+
+    def remember(self, username: str, difficulty: float | int, now: float) -> None:
+        key = self._key(username)
+        self._entries.pop(key, None)
+        self._entries[key] = (now, difficulty)
+        while len(self._entries) > self.max_entries:
+            del self._entries[next(iter(self._entries))]
+
+    def recall(self, username: str, now: float) -> float | int | None:
+        entry = self._entries.get(self._key(username))
+        if entry is None or now - entry[0] > self.ttl:
+            return None
+        return entry[1]
+
+    def prune(self, now: float) -> None:
+        entries = self._entries
+        while entries:
+            key = next(iter(entries))
+            if now - entries[key][0] <= self.ttl:
+                break
+            del entries[key]
+
+
+_last_internal_error_log = -INTERNAL_ERROR_LOG_SECONDS
+_internal_errors_unlogged = 0
+
+
+def _log_internal_error(peer: str, line: bytes) -> None:
+    """A bug met by some input: logged with its traceback, at most once a minute (a remote
+    peer that found one must not be able to fill the log with it)."""
+    global _last_internal_error_log, _internal_errors_unlogged
+    now = time.monotonic()
+    if now - _last_internal_error_log < INTERNAL_ERROR_LOG_SECONDS:
+        _internal_errors_unlogged += 1
+        return
+    _last_internal_error_log = now
+    log.exception(
+        "%s: internal error handling %r (answered with error 20; %d similar not logged)",
+        peer, line[:200], _internal_errors_unlogged,
+    )
+    _internal_errors_unlogged = 0
 
 
 class Session:
@@ -97,9 +187,22 @@ class Session:
         "accepted",
         "rejected",
         "worker",
+        "username",
+        "memory",
+        "last_activity",
+        "invalid_window_start",
+        "invalid_count",
+        "close_reason",
     )
 
-    def __init__(self, pool: PoolServices, writer: Writer, extranonce1: bytes, peer: str) -> None:
+    def __init__(
+        self,
+        pool: PoolServices,
+        writer: Writer,
+        extranonce1: bytes,
+        peer: str,
+        memory: DifficultyMemory | None = None,
+    ) -> None:
         cfg = pool.config
         now = time.monotonic()
         self.pool = pool
@@ -130,6 +233,12 @@ class Session:
         self.accepted = 0
         self.rejected = 0
         self.worker = ""  # the worker name of the latest submit (else of the authorize)
+        self.username = ""  # as first authorized (the key of the difficulty memory)
+        self.memory = memory
+        self.last_activity = now  # when the last line arrived (the server's idle timeout)
+        self.invalid_window_start = now
+        self.invalid_count = 0  # counted rejects since invalid_window_start
+        self.close_reason = ""
 
     # --- output -------------------------------------------------------------------------------
 
@@ -146,26 +255,45 @@ class Session:
     def notify(self, method: str, params: list[Any]) -> None:
         self.send({"id": None, "method": method, "params": params})
 
-    def close(self) -> None:
+    def close(self, reason: str = "") -> None:
         if not self.closed:
             self.closed = True
+            self.close_reason = reason
             self.writer.close()
+
+    def close_with_message(self, reason: str, level: int = logging.INFO) -> None:
+        """Tell the miner why (ESP-Miner and cgminer log it), then close."""
+        log.log(level, "%s: closing: %s", self.peer, reason)
+        self.notify("client.show_message", [reason[:256]])
+        self.close(reason)
 
     # --- input --------------------------------------------------------------------------------
 
     def handle_line(self, line: bytes) -> Awaitable[None] | None:
-        """Handle one line; returns an awaitable when the answer needs the node (authorize)."""
+        """Handle one line; returns an awaitable when the answer needs the node (authorize).
+
+        Never raises: whatever the line holds, a request with an id gets exactly one answer."""
         try:
             message = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):
+            # ValueError includes bad UTF-8 and integers over Python's 4300-digit limit;
+            # RecursionError is nesting deeper than the interpreter's recursion limit.
             self.error(None, ERR_OTHER, "invalid JSON")
             return None
         if not isinstance(message, dict):
             self.error(None, ERR_OTHER, "expected a JSON object")
             return None
         msg_id = message.get("id")
-        if isinstance(msg_id, dict | list | float):
-            msg_id = None
+        if not (msg_id is None or isinstance(msg_id, int | str)):
+            msg_id = None  # objects, arrays and floats are not ids (bool is an int)
+        try:
+            return self._dispatch(message, msg_id)
+        except Exception:
+            _log_internal_error(self.peer, line)
+            self.error(msg_id, ERR_OTHER, "internal error")
+            return None
+
+    def _dispatch(self, message: dict[str, Any], msg_id: Any) -> Awaitable[None] | None:
         method = message.get("method")
         if method is None and ("result" in message or "error" in message):
             return None  # a reply to something we sent (e.g. ESP-Miner's pong)
@@ -176,6 +304,8 @@ class Session:
         if params is None:
             params = []
         if not isinstance(params, list):
+            if method == "pong":
+                return None  # an answer whatever it carries (see on_pong)
             self.error(msg_id, ERR_OTHER, "params must be a list")
             return None
         handler = self._handlers.get(method)
@@ -186,8 +316,8 @@ class Session:
             return handler(self, msg_id, params)
         except ShareError as exc:
             self.error(msg_id, exc.code, exc.message)
-        except (TypeError, ValueError, IndexError, KeyError, OverflowError) as exc:
-            log.debug("%s: bad %s params %r: %s", self.peer, method, params, exc)
+        except (TypeError, ValueError, IndexError, KeyError, OverflowError, AttributeError) as exc:
+            log.debug("%s: bad %s params: %s", self.peer, method, exc)
             self.error(msg_id, ERR_OTHER, f"invalid params for {method}")
         return None
 
@@ -216,6 +346,10 @@ class Session:
     def on_subscribe(self, msg_id: Any, params: list[Any]) -> None:
         if params and isinstance(params[0], str):
             self.user_agent = params[0][:128]
+            if integer_difficulty_only(self.user_agent):
+                # ESP-Miner < 2.14 reads set_difficulty as an integer: 0.5 would become 0.
+                self.vardiff.minimum = max(self.vardiff.minimum, 1.0)
+                self.difficulty = max(self.difficulty, 1)
         sid = self.extranonce1.hex()
         self.subscribed = True
         self.reply(
@@ -243,18 +377,41 @@ class Session:
             self.workers.add(username)
             self.reply(msg_id, True)
             return None
+        if not self.address_allowed(address):
+            self._refuse(
+                msg_id, username,
+                f"{address[:100]} is not allowed to mine on this pool (its operator lists the "
+                "payout addresses it accepts in [stratum] allowed_addresses)",
+            )
+            return None
         return self._authorize(msg_id, username, address)
+
+    def address_allowed(self, address: str) -> bool:
+        allowed = self.pool.config.allowed_addresses
+        if not allowed:
+            return True
+        wanted = normalize_address(address)
+        return any(normalize_address(a) == wanted for a in allowed)
+
+    def _refuse(self, msg_id: Any, username: str, reason: str) -> None:
+        log.info("%s: refused authorize %r: %s", self.peer, username[:128], reason)
+        self.error(msg_id, ERR_UNAUTHORIZED, reason, False)
+        self.notify("client.show_message", [reason[:256]])
+        # ESP-Miner keeps a refused connection open; close it so the miner retries.
+        try:
+            asyncio.get_running_loop().call_later(AUTHORIZE_REFUSED_CLOSE_SECONDS, self.close)
+        except RuntimeError:  # no event loop (a unit test driving the session by hand)
+            self.close()
 
     async def _authorize(self, msg_id: Any, username: str, address: str) -> None:
         try:
             script = await self.pool.resolve_payout(address)
         except AddressRefused as exc:
-            reason = str(exc)
-            log.info("%s: refused authorize %r: %s", self.peer, username, reason)
-            self.error(msg_id, ERR_UNAUTHORIZED, reason, False)
-            self.notify("client.show_message", [reason[:256]])
-            # ESP-Miner keeps a refused connection open; close it so the miner retries.
-            asyncio.get_running_loop().call_later(AUTHORIZE_REFUSED_CLOSE_SECONDS, self.close)
+            self._refuse(msg_id, username, str(exc))
+            return
+        except Exception as exc:  # the node or a bug: answer, keep the connection, log it
+            log.error("%s: authorize %r failed: %r", self.peer, username[:128], exc)
+            self.error(msg_id, ERR_OTHER, "authorization failed; try again", False)
             return
         if self.address is not None:  # a pipelined second authorize won the race
             self.workers.add(username)
@@ -264,6 +421,12 @@ class Session:
         self.payout_script = script
         self.workers.add(username)
         self.worker = username
+        self.username = username
+        if self.suggested_difficulty is None and self.memory is not None:
+            # A worker coming back gets the difficulty it had (its own suggestion wins).
+            remembered = self.memory.recall(username, time.monotonic())
+            if remembered is not None:
+                self.difficulty = self.vardiff.clamp(remembered, self._network_difficulty())
         log.info("%s: authorized %s (%s)", self.peer, username, self.user_agent or "no agent")
         self.reply(msg_id, True)
         self._maybe_start()
@@ -295,11 +458,18 @@ class Session:
     def on_ping(self, msg_id: Any, params: list[Any]) -> None:
         self.reply(msg_id, "pong")
 
+    def on_pong(self, msg_id: Any, params: list[Any]) -> None:
+        """ESP-Miner >= 2.13 answers mining.ping with a request-shaped {"method":"pong"}: it is
+        an answer, so it gets none (an error under that id would count as a rejected share)."""
+
     def on_submit(self, msg_id: Any, params: list[Any]) -> None:
         try:
             share, difficulty = self._check_submit(params)
         except ShareError as exc:
             self._reject(msg_id, exc.code, exc.message)
+            return
+        except (TypeError, ValueError, IndexError, KeyError, OverflowError, AttributeError):
+            self._reject(msg_id, ERR_OTHER, "invalid params for mining.submit")
             return
         self.accepted += 1
         self.last_share_at = time.monotonic()
@@ -361,6 +531,7 @@ class Session:
         "mining.extranonce.subscribe": on_extranonce_subscribe,
         "mining.multi_version": on_true,
         "mining.ping": on_ping,
+        "pong": on_pong,
         "mining.submit": on_submit,
     }
 
@@ -368,6 +539,19 @@ class Session:
         self.rejected += 1
         self.error(msg_id, code, reason)
         self.pool.share_rejected(self, code, reason)
+        if code in COUNTED_REJECTS:
+            now = time.monotonic()
+            if now - self.invalid_window_start >= INVALID_WINDOW_SECONDS:
+                self.invalid_window_start = now
+                self.invalid_count = 0
+            self.invalid_count += 1
+            limit = self.pool.config.max_invalid_shares_per_minute
+            if self.invalid_count > limit and not self.closed:
+                self.close_with_message(
+                    f"more than {limit} invalid shares in a minute (last: {reason}); "
+                    "check the miner's settings",
+                    logging.WARNING,
+                )
 
     # --- work ---------------------------------------------------------------------------------
 
@@ -422,6 +606,23 @@ class Session:
             del self.job_difficulty[oldest]
         if not self.closed:
             self.writer.write(job.notify_line(clean))
+
+    def apply_config(self, cfg: StratumConfig) -> None:
+        """A reloaded [stratum] config: new difficulty bounds and share interval apply at once
+        (a difficulty now outside the bounds is moved inside them, with a fresh job)."""
+        vardiff = self.vardiff
+        vardiff.interval = cfg.share_interval_seconds
+        vardiff.minimum = cfg.min_difficulty
+        if integer_difficulty_only(self.user_agent):
+            vardiff.minimum = max(vardiff.minimum, 1.0)  # as on_subscribe sets it
+        vardiff.maximum = cfg.max_difficulty
+        network = self._network_difficulty()
+        if self.mining:
+            self.set_difficulty(vardiff.clamp(self.difficulty, network))
+        elif self.suggested_difficulty is not None:
+            self.difficulty = vardiff.clamp(self.suggested_difficulty, network)
+        else:
+            self.difficulty = vardiff.clamp(cfg.start_difficulty, network)
 
     def tick(self, now: float) -> None:
         """Periodic housekeeping: lower the difficulty of a miner that has gone quiet."""

@@ -1,0 +1,433 @@
+"""The read-only HTTP side: JSON API, dashboard and Prometheus metrics (aiohttp).
+
+    GET /                        the dashboard (pool/web/, no build step, no external resources)
+    GET /api/pool                network, height, difficulty, template age, node, hashrate, odds
+    GET /api/workers             every worker: hashrate with its band, shares, best share
+    GET /api/addresses/{address} one payout address: its workers, totals, blocks, odds
+    GET /api/blocks              blocks found, newest first, with the node's answer
+    GET /api/job/{address}       the exact coinbase outputs a miner on {address} hashes on now
+    GET /api/history             hashrate per 10 minutes over the last 24 h (for the chart)
+    GET /metrics                 Prometheus text format
+
+Only GET (and HEAD) exist; nothing here can change the pool. The node's RPC credentials are
+never part of any answer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from . import __version__
+from .blocks import ACCEPTED, ORPHANED, PENDING, REJECTED
+from .config import ApiConfig
+from .consensus.address import AddressError, address_to_script, script_to_address
+from .metrics import make_registry, render
+from .odds import network_hashrate, odds
+from .stats import HISTORY_BIN_SECONDS, Estimate, WorkerStats
+from .stratum.session import AddressRefused, Session
+from .units import format_hashrate_band
+
+if TYPE_CHECKING:
+    from .app import Pool
+
+log = logging.getLogger(__name__)
+
+ODDS_WINDOW = "1h"  # the hashrate estimate the odds are computed from
+MAX_BLOCKS = 500
+STATIC = {
+    "/": ("index.html", "text/html"),
+    "/dashboard.js": ("dashboard.js", "application/javascript"),
+    "/dashboard.css": ("dashboard.css", "text/css"),
+}
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "connect-src 'self'; frame-ancestors 'none'"
+    ),
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: such numbers become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        text=json.dumps(_finite(data), allow_nan=False, separators=(",", ":")),
+        status=status,
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def json_error(status: int, message: str) -> web.Response:
+    return json_response({"error": message, "status": status}, status)
+
+
+def rates_json(rates: dict[str, Estimate]) -> dict[str, Any]:
+    out = {}
+    for label, e in rates.items():
+        item = e.to_json()
+        item["text"] = format_hashrate_band(e.hashrate, e.band)
+        out[label] = item
+    return out
+
+
+class ApiServer:
+    def __init__(self, pool: Pool, config: ApiConfig) -> None:
+        self.pool = pool
+        self.config = config
+        self.registry = make_registry(pool)
+        self._runner: web.AppRunner | None = None
+        self._static: dict[str, tuple[bytes, str]] = {}
+        self.app = self._make_app()
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def _make_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware])
+        for path in STATIC:
+            app.router.add_get(path, self.static)
+        app.router.add_get("/api/pool", self.api_pool)
+        app.router.add_get("/api/workers", self.api_workers)
+        app.router.add_get("/api/addresses/{address}", self.api_address)
+        app.router.add_get("/api/blocks", self.api_blocks)
+        app.router.add_get("/api/job/{address}", self.api_job)
+        app.router.add_get("/api/history", self.api_history)
+        app.router.add_get("/metrics", self.metrics)
+        return app
+
+    async def start(self) -> None:
+        if not self.config.enabled:
+            return
+        web_dir = resources.files("pool") / "web"
+        for path, (name, content_type) in STATIC.items():
+            self._static[path] = ((web_dir / name).read_bytes(), content_type)
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.config.host, self.config.port, reuse_address=True)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        log.info("dashboard and API on http://%s:%d/", self.config.host, self.port)
+
+    @property
+    def port(self) -> int:
+        if self._runner is None or not self._runner.addresses:
+            raise RuntimeError("the API is not running")
+        port: int = self._runner.addresses[0][1]
+        return port
+
+    @property
+    def url(self) -> str:
+        host = self.config.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        api = request.path.startswith("/api/")
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if not api:
+                raise
+            response = json_error(exc.status, exc.reason)
+            if exc.status == 405:
+                response.headers["Allow"] = "GET, HEAD"
+        except Exception:
+            log.exception("API %s failed", request.path)
+            response = json_error(500, "internal error; see the pool's log")
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    # --- pieces ---------------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self.pool.stats.clock()
+
+    def _difficulty(self) -> float | None:
+        template = self.pool.jobs.template
+        return template.network_difficulty if template is not None else None
+
+    def _odds(self, hashrate: float) -> dict[str, Any] | None:
+        difficulty = self._difficulty()
+        if difficulty is None:
+            return None
+        result = odds(hashrate, difficulty).to_json()
+        result["window"] = ODDS_WINDOW
+        return result
+
+    def _sessions(self) -> dict[str, list[Session]]:
+        by_worker: dict[str, list[Session]] = {}
+        for s in self.pool.stratum.sessions:
+            if s.mining and not s.closed and s.address is not None:
+                by_worker.setdefault(s.worker or s.address, []).append(s)
+        return by_worker
+
+    def _worker_json(
+        self, w: WorkerStats, sessions: list[Session], now: float
+    ) -> dict[str, Any]:
+        stats = self.pool.stats
+        rates = stats.worker_rates(w, now)
+        odds_now = self._odds(rates[ODDS_WINDOW].hashrate)
+        return {
+            "name": w.name,
+            "worker": w.short_name,
+            "address": w.address,
+            "online": bool(sessions),
+            "connections": len(sessions),
+            "difficulty": max((s.difficulty for s in sessions), default=None),
+            "user_agent": next((s.user_agent for s in sessions if s.user_agent), None),
+            "hashrate": rates_json(rates),
+            "accepted": w.accepted,
+            "rejected": w.rejected,
+            "stale": w.stale,
+            "accepted_difficulty": w.diff_sum,
+            "best_share": w.best.to_json(),
+            "first_seen": w.first_seen,
+            "last_share_at": w.last_share_at,
+            "blocks": stats.blocks_by(worker=w.name),
+            "odds": odds_now,
+        }
+
+    def _new_worker_json(self, name: str, sessions: list[Session], now: float) -> dict[str, Any]:
+        """A connected miner that has not had a share accepted yet."""
+        s = sessions[0]
+        address = s.address or ""
+        placeholder = WorkerStats(name=name, address=address, first_seen=now)
+        return self._worker_json(placeholder, sessions, now)
+
+    def _workers(self, address: str | None = None) -> list[dict[str, Any]]:
+        stats = self.pool.stats
+        now = self._now()
+        sessions = self._sessions()
+        known = stats.workers if address is None else {
+            w.name: w for w in stats.workers_of(address)
+        }
+        out = [self._worker_json(w, sessions.get(name, []), now) for name, w in known.items()]
+        for name, group in sessions.items():
+            if name not in stats.workers and (address is None or group[0].address == address):
+                out.append(self._new_worker_json(name, group, now))
+        out.sort(key=lambda item: (not item["online"], item["name"]))
+        return out
+
+    def _blocks(self, address: str | None = None) -> list[dict[str, Any]]:
+        blocks = [
+            b.to_json() for b in self.pool.stats.blocks.values()
+            if address is None or b.address == address
+        ]
+        blocks.sort(key=lambda b: (b["found_at"], b["height"]), reverse=True)
+        return blocks[:MAX_BLOCKS]
+
+    def _block_counts(self, blocks: list[dict[str, Any]]) -> dict[str, int]:
+        counts = {"found": len(blocks), ACCEPTED: 0, PENDING: 0, REJECTED: 0, ORPHANED: 0}
+        for b in blocks:
+            counts[b["status"]] = counts.get(b["status"], 0) + 1
+        return counts
+
+    # --- handlers -------------------------------------------------------------------------------
+
+    async def static(self, request: web.Request) -> web.StreamResponse:
+        body, content_type = self._static[request.path]
+        return web.Response(
+            body=body, content_type=content_type, headers={"Cache-Control": "no-cache"}
+        )
+
+    def pool_summary(self) -> dict[str, Any]:
+        pool = self.pool
+        stats = pool.stats
+        now = self._now()
+        template = pool.jobs.template
+        workers = list(stats.workers.values())
+        rates = stats.rates_for(workers, now)
+        difficulty = self._difficulty()
+        sessions = list(pool.stratum.sessions)
+        mining = [s for s in sessions if s.mining and not s.closed]
+        totals = stats.totals(workers)
+        totals["unauthorized"] = stats.rejected_unattributed
+        source = pool.source
+        blocks = self._blocks()
+        return {
+            "network": pool.chain,
+            "height": template.height - 1 if template is not None else None,
+            "mining_height": template.height if template is not None else None,
+            "difficulty": difficulty,
+            "network_hashrate": network_hashrate(difficulty) if difficulty else None,
+            "template_age": now - stats.template_at if stats.template_at is not None else None,
+            "node": {
+                "ok": source.node_ok,
+                "error": None if source.node_ok else source.last_error,
+                "rpc_latency": pool.node.last_latency,
+            },
+            "hashrate": rates_json(rates),
+            "miners": len(mining),
+            "connections": len(sessions),
+            "workers_online": len({s.worker or s.address for s in mining}),
+            "workers_total": len(workers),
+            "shares": totals,
+            "best_share": stats.pool_best.to_json(),
+            "blocks": self._block_counts(blocks),
+            "last_block": blocks[0] if blocks else None,
+            "odds": self._odds(rates[ODDS_WINDOW].hashrate),
+            "uptime": time.time() - pool.started_at,
+            "version": __version__,
+            "time": now,
+        }
+
+    async def api_pool(self, request: web.Request) -> web.Response:
+        return json_response(self.pool_summary())
+
+    async def api_workers(self, request: web.Request) -> web.Response:
+        return json_response({"workers": self._workers(), "time": self._now()})
+
+    def _known_address(self, address: str) -> str | None:
+        stats = self.pool.stats
+        candidates = [address, address.lower()]
+        for candidate in candidates:
+            if candidate in stats.addresses:
+                return candidate
+            if any(s.address == candidate for s in self.pool.stratum.sessions):
+                return candidate
+        return None
+
+    async def api_address(self, request: web.Request) -> web.Response:
+        given = request.match_info["address"]
+        address = self._known_address(given)
+        if address is None:
+            return json_error(404, f"no miner has mined to {given[:100]} on this pool")
+        stats = self.pool.stats
+        now = self._now()
+        workers = stats.workers_of(address)
+        rates = stats.rates_for(workers, now)
+        best = stats.addresses[address].best.to_json() if address in stats.addresses else None
+        blocks = self._blocks(address)
+        return json_response({
+            "address": address,
+            "hashrate": rates_json(rates),
+            "shares": stats.totals(workers),
+            "best_share": best,
+            "workers": self._workers(address),
+            "blocks": blocks,
+            "block_counts": self._block_counts(blocks),
+            "odds": self._odds(rates[ODDS_WINDOW].hashrate),
+            "time": now,
+        })
+
+    async def api_blocks(self, request: web.Request) -> web.Response:
+        return json_response({"blocks": self._blocks(), "time": self._now()})
+
+    async def api_history(self, request: web.Request) -> web.Response:
+        stats = self.pool.stats
+        now = self._now()
+        workers: dict[str, list[float | None]] = {}
+        for w in stats.workers.values():
+            series = stats.history(w, now)
+            if any(series):
+                workers[w.name] = series
+        bins = len(next(iter(workers.values()))) if workers else 0
+        total: list[float | None] = []
+        for i in range(bins):
+            values = [v for v in (s[i] for s in workers.values()) if v is not None]
+            total.append(sum(values) if values else None)
+        end = math.ceil(now / HISTORY_BIN_SECONDS) * HISTORY_BIN_SECONDS
+        return json_response({
+            "bin_seconds": HISTORY_BIN_SECONDS,
+            "end": end,
+            "pool": total,
+            "workers": workers,
+            "time": now,
+        })
+
+    async def api_job(self, request: web.Request) -> web.Response:
+        pool = self.pool
+        given = request.match_info["address"]
+        try:
+            address_to_script(given, pool.chain)
+        except AddressError as exc:
+            return json_error(400, f"{given[:100]} is not a valid {pool.chain} address: {exc}")
+        mining = [
+            s for s in pool.stratum.sessions
+            if s.mining and not s.closed and s.address in (given, given.lower())
+        ]
+        if not mining:
+            return json_error(404, f"no miner is mining to {given} on this pool right now")
+        address = mining[0].address or given
+        try:
+            script = await pool.resolve_payout(address)
+        except AddressRefused as exc:
+            return json_error(400, str(exc))
+        job = pool.jobs.job_for(script)
+        template = job.template
+        outputs = []
+        for index, out in enumerate(job.coinbase.outputs):
+            decoded = script_to_address(out.script_pubkey, pool.chain)
+            if out.script_pubkey == script:
+                kind = "payout"
+            elif out.value == 0 and out.script_pubkey.startswith(b"\x6a\x24\xaa\x21\xa9\xed"):
+                kind = "witness commitment"
+            else:
+                kind = "other"
+            outputs.append({
+                "index": index,
+                "value": out.value,
+                "value_btc": f"{out.value / 1e8:.8f}",
+                "script_hex": out.script_pubkey.hex(),
+                "address": decoded,
+                "type": kind,
+                "pays_you": out.script_pubkey == script,
+            })
+        paid_elsewhere = sum(o.value for o in job.coinbase.outputs if o.script_pubkey != script)
+        return json_response({
+            "address": address,
+            "payout_script": script.hex(),
+            "job_id": job.job_id,
+            "height": template.height,
+            "prev_hash": template.prev_hash,
+            "coinbase_value": template.coinbase_value,
+            "outputs": outputs,
+            "pays_only_you": paid_elsewhere == 0
+            and sum(o.value for o in job.coinbase.outputs) == template.coinbase_value,
+            "coinb1": job.coinbase.coinb1.hex(),
+            "coinb2": job.coinbase.coinb2.hex(),
+            "miners": len(mining),
+            "time": self._now(),
+        })
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=render(self.registry),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )

@@ -1,0 +1,137 @@
+"""Prometheus metrics at /metrics, read from the pool's live state at scrape time.
+
+Each Pool has its own CollectorRegistry (never the process-global one), so several pools in one
+process, as in the tests, each export only their own numbers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .blocks import ACCEPTED, ORPHANED, PENDING, REJECTED
+
+if TYPE_CHECKING:
+    from .app import Pool
+
+
+class PoolCollector(Collector):
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    def collect(self) -> Iterator[Metric]:
+        pool = self.pool
+        stats = pool.stats
+        now = stats.clock()
+
+        shares = CounterMetricFamily(
+            "solopool_shares", "Shares by worker and result (all time)", labels=["worker", "result"]
+        )
+        difficulty = CounterMetricFamily(
+            "solopool_accepted_difficulty",
+            "Sum of the difficulty of accepted shares (x 2^32 = hashes)",
+            labels=["worker"],
+        )
+        hashrate = GaugeMetricFamily(
+            "solopool_hashrate_hashes_per_second",
+            "Estimated hashrate from accepted shares", labels=["worker", "window"],
+        )
+        band = GaugeMetricFamily(
+            "solopool_hashrate_band_ratio",
+            "Relative 1-sigma error of the hashrate estimate", labels=["worker", "window"],
+        )
+        best = GaugeMetricFamily(
+            "solopool_best_share_difficulty", "Best share difficulty", labels=["worker", "scope"]
+        )
+        for w in stats.workers.values():
+            shares.add_metric([w.name, "accepted"], w.accepted)
+            shares.add_metric([w.name, "stale"], w.stale)
+            shares.add_metric([w.name, "rejected"], w.rejected)
+            difficulty.add_metric([w.name], w.diff_sum)
+            for window, e in stats.worker_rates(w, now).items():
+                hashrate.add_metric([w.name, window], e.hashrate)
+                if e.band is not None:
+                    band.add_metric([w.name, window], e.band)
+            best.add_metric([w.name, "all_time"], w.best.ever)
+            best.add_metric([w.name, "since_block"], w.best.round)
+        shares.add_metric(["", "unauthorized"], stats.rejected_unattributed)
+        yield shares
+        yield difficulty
+        yield hashrate
+        yield band
+        yield best
+
+        pool_rates = stats.rates_for(stats.workers.values(), now)
+        pool_hashrate = GaugeMetricFamily(
+            "solopool_pool_hashrate_hashes_per_second", "Pool hashrate estimate", labels=["window"]
+        )
+        for window, e in pool_rates.items():
+            pool_hashrate.add_metric([window], e.hashrate)
+        yield pool_hashrate
+        yield GaugeMetricFamily(
+            "solopool_pool_best_share_difficulty", "Best share of the pool (all time)",
+            value=stats.pool_best.ever,
+        )
+
+        blocks = GaugeMetricFamily(
+            "solopool_blocks", "Blocks found, by the node's answer", labels=["result"]
+        )
+        counts = {s: 0 for s in (PENDING, ACCEPTED, REJECTED, ORPHANED)}
+        for b in stats.blocks.values():
+            counts[b.status] = counts.get(b.status, 0) + 1
+        for status, n in counts.items():
+            blocks.add_metric([status], n)
+        yield blocks
+        yield CounterMetricFamily(
+            "solopool_blocks_found", "Blocks found (all time)", value=len(stats.blocks)
+        )
+
+        sessions = list(pool.stratum.sessions)
+        yield GaugeMetricFamily(
+            "solopool_connected_miners", "Connections that are mining",
+            value=sum(1 for s in sessions if s.mining),
+        )
+        yield GaugeMetricFamily(
+            "solopool_connections", "Open Stratum connections", value=len(sessions)
+        )
+        template = pool.jobs.template
+        if template is not None:
+            yield GaugeMetricFamily(
+                "solopool_network_difficulty", "Network difficulty",
+                value=template.network_difficulty,
+            )
+            yield GaugeMetricFamily(
+                "solopool_block_height", "Height of the block being mined",
+                value=template.height,
+            )
+        if stats.template_at is not None:
+            yield GaugeMetricFamily(
+                "solopool_template_age_seconds", "Time since the current work was installed",
+                value=max(0.0, now - stats.template_at),
+            )
+        yield GaugeMetricFamily(
+            "solopool_rpc_latency_seconds", "Duration of the latest RPC call to the node",
+            value=pool.node.last_latency,
+        )
+        yield GaugeMetricFamily(
+            "solopool_node_up", "1 while the node answers", value=1 if pool.source.node_ok else 0
+        )
+        yield GaugeMetricFamily(
+            "solopool_uptime_seconds", "Seconds since the pool started",
+            value=time.time() - pool.started_at,
+        )
+
+
+def make_registry(pool: Pool) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PoolCollector(pool))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

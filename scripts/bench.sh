@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# Measure solopool on this machine with solopool-bench (docs/performance.md explains the numbers).
+#
+# Starts everything it needs on loopback and stops it all again:
+#   1. a fake bitcoind serving a mainnet-difficulty template (solopool-bench fake-node), and
+#      solopool on it twice: submit throughput with random nonces (1 and 2 client processes,
+#      and 1,000 miners without pipelining), then with real shares (difficulty pinned low so
+#      the client can hash them);
+#   2. a regtest bitcoind with ZMQ, and solopool on it with ZMQ: 10,000 idle connections
+#      (memory, accept rate), then new-block fan-out at 1,000 and 10,000 miners (and at 1,000
+#      miners with 1,000 different payout addresses);
+#   3. solopool on the same node without ZMQ (longpoll): fan-out again.
+# Prints one table at the end; the JSON results stay in $BENCH_OUT.
+#
+# Env: BENCH_OUT (results directory, default a new /tmp/solopool-bench.*), BENCH_SUBMIT_SECONDS
+# (15), BENCH_BLOCKS (20), BENCH_FANOUT_MINERS (1000,10000), BENCH_CONNECTIONS (10000),
+# BENCH_TEMPLATE (tests/data/gbt_mainnet.json), BENCH_EXTRA_TXS (3000), BENCH_QUICK=1 (a short
+# smoke run: 3 s, 3 blocks, 200/1,000 miners), BITCOIND (as for the tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+if [ "${BENCH_QUICK:-0}" = 1 ]; then
+    : "${BENCH_SUBMIT_SECONDS:=3}" "${BENCH_BLOCKS:=3}" "${BENCH_FANOUT_MINERS:=200,1000}"
+    : "${BENCH_CONNECTIONS:=1000}"
+fi
+SUBMIT_SECONDS=${BENCH_SUBMIT_SECONDS:-15}
+BLOCKS=${BENCH_BLOCKS:-20}
+FANOUT_MINERS=${BENCH_FANOUT_MINERS:-1000,10000}
+CONNECTIONS=${BENCH_CONNECTIONS:-10000}
+TEMPLATE=${BENCH_TEMPLATE:-tests/data/gbt_mainnet.json}
+EXTRA_TXS=${BENCH_EXTRA_TXS:-3000}
+OUT=${BENCH_OUT:-$(mktemp -d /tmp/solopool-bench.XXXXXX)}
+mkdir -p "$OUT/logs"
+OUT=$(cd "$OUT" && pwd)
+WORK=$(mktemp -d /tmp/solopool-bench-work.XXXXXX)
+
+say() { printf '\n== %s\n' "$*" >&2; }
+
+# --- solopool and a bitcoind ------------------------------------------------------------------
+if [ ! -x .venv/bin/python ]; then
+    say "creating .venv"
+    "${PYTHON:-python3}" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e . >/dev/null
+PY=.venv/bin/python
+BENCH=.venv/bin/solopool-bench
+
+if [ -n "${BITCOIND:-}" ]; then
+    bitcoind=$BITCOIND
+elif command -v bitcoind >/dev/null 2>&1; then
+    bitcoind=$(command -v bitcoind)
+elif [ -x .node/bin/bitcoind ]; then
+    bitcoind=$ROOT/.node/bin/bitcoind
+else
+    say "installing a regtest node (scripts/install-node.sh)"
+    bitcoind=$(scripts/install-node.sh | tail -n 1)
+fi
+
+# 10,000 connections need 10,000 file descriptors in the pool and in the client.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((CONNECTIONS + 500)) ]; then
+    echo "bench: the fd limit is $(ulimit -n); lowering BENCH_CONNECTIONS to fit" >&2
+    CONNECTIONS=$(($(ulimit -n) - 500))
+fi
+
+# --- processes we start, and stopping them ------------------------------------------------------
+pids=()
+NODE_ARGS=()
+cleanup() {
+    local pid
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    if [ ${#NODE_ARGS[@]} -gt 0 ]; then
+        "$(dirname "$bitcoind")/bitcoin-cli" "${NODE_ARGS[@]}" stop >/dev/null 2>&1 || true
+    fi
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+wait_port() {  # port, what
+    local i
+    for i in $(seq 1 150); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.2
+    done
+    echo "bench: $2 did not open port $1; see $OUT/logs" >&2
+    exit 1
+}
+
+# A pool config with only the keys this solopool knows (it refuses unknown ones).
+write_config() {  # file, then section.key=TOML-value ...
+    "$PY" - "$@" <<'PYEOF'
+import dataclasses, os, sys
+from pool import config
+path, items = sys.argv[1], sys.argv[2:]
+classes = {"node": "NodeConfig", "stratum": "StratumConfig", "pool": "PoolConfig", "api": "ApiConfig"}
+sections: dict = {}
+for item in items:
+    key, value = item.split("=", 1)
+    section, name = key.split(".", 1)
+    cls = getattr(config, classes[section], None)
+    if cls is None or name not in {f.name for f in dataclasses.fields(cls)}:
+        print(f"bench: this solopool has no [{section}] {name}; left out", file=sys.stderr)
+        continue
+    sections.setdefault(section, []).append(f"{name} = {value}")
+with open(path, "w") as f:
+    for section, lines in sections.items():
+        f.write(f"[{section}]\n" + "\n".join(lines) + "\n\n")
+os.chmod(path, 0o600)
+PYEOF
+}
+
+POOL_PID=""
+start_pool() {  # name, config, port
+    .venv/bin/solopool --config "$2" >"$OUT/logs/pool-$1.log" 2>&1 &
+    POOL_PID=$!
+    pids+=("$POOL_PID")
+    wait_port "$3" "solopool ($1)"
+}
+stop_pool() {
+    kill -TERM "$POOL_PID" 2>/dev/null || true
+    wait "$POOL_PID" 2>/dev/null || true
+}
+
+bench() {  # every run is bounded: the bench's own --max-seconds, and timeout(1) around it
+    "$BENCH" wait-quiet --max-seconds 20
+    timeout 900 "$BENCH" "$@" --max-seconds 840 >&2 || echo "bench: '$1' run failed" >&2
+}
+
+STRATUM_COMMON=(
+    'stratum.host="127.0.0.1"'
+    'stratum.max_connections=100000'
+    'stratum.max_connections_per_ip=1000000'
+    'stratum.max_invalid_shares_per_minute=10000000'
+    'api.enabled=false'
+)
+
+# --- 1. submit throughput on a mainnet-difficulty template ---------------------------------------
+FAKE_PORT=$(free_port)
+say "fake node: $TEMPLATE + $EXTRA_TXS synthetic transactions on port $FAKE_PORT"
+"$BENCH" fake-node --template "$TEMPLATE" --extra-txs "$EXTRA_TXS" --port "$FAKE_PORT" \
+    --rpc-user bench --rpc-password bench --max-seconds 1800 >"$OUT/logs/fake-node.log" 2>&1 &
+FAKE_PID=$!
+pids+=("$FAKE_PID")
+wait_port "$FAKE_PORT" "the fake node"
+FAKE_NODE=(--node-rpc "http://127.0.0.1:$FAKE_PORT" --node-user bench --node-password bench)
+fake_node_config=(
+    "node.rpc_url=\"http://127.0.0.1:$FAKE_PORT\"" 'node.rpc_user="bench"'
+    'node.rpc_password="bench"' 'node.poll_seconds=30'
+)
+
+PORT=$(free_port)
+write_config "$WORK/submit.toml" "${fake_node_config[@]}" "${STRATUM_COMMON[@]}" \
+    "stratum.port=$PORT" "pool.data_dir=\"$WORK/data-submit\""
+say "submit throughput, random nonces (solopool at difficulty 1024: every share is rejected)"
+start_pool submit "$WORK/submit.toml" "$PORT"
+bench submit --url "stratum+tcp://127.0.0.1:$PORT" --pool-pid "$POOL_PID" --chain main \
+    "${FAKE_NODE[@]}" --seconds "$SUBMIT_SECONDS" --client-procs 1 \
+    --label "random nonces, 1 client proc" --out "$OUT/submit-random-1proc.json"
+bench submit --url "stratum+tcp://127.0.0.1:$PORT" --pool-pid "$POOL_PID" --chain main \
+    "${FAKE_NODE[@]}" --seconds "$SUBMIT_SECONDS" --client-procs 2 \
+    --label "random nonces, 2 client procs" --out "$OUT/submit-random-2proc.json"
+bench submit --url "stratum+tcp://127.0.0.1:$PORT" --pool-pid "$POOL_PID" --chain main \
+    "${FAKE_NODE[@]}" --seconds "$SUBMIT_SECONDS" --miners 1000 --window 1 \
+    --label "random nonces, no pipelining" --out "$OUT/submit-random-window1.json"
+stop_pool
+
+PORT=$(free_port)
+write_config "$WORK/valid.toml" "${fake_node_config[@]}" "${STRATUM_COMMON[@]}" \
+    "stratum.port=$PORT" 'stratum.start_difficulty=1e-9' 'stratum.min_difficulty=1e-9' \
+    'stratum.max_difficulty=1e-9' "pool.data_dir=\"$WORK/data-valid\""
+say "submit throughput, real shares (difficulty pinned at 1e-9 so the client can hash them)"
+start_pool valid "$WORK/valid.toml" "$PORT"
+bench submit --url "stratum+tcp://127.0.0.1:$PORT" --pool-pid "$POOL_PID" --chain main \
+    "${FAKE_NODE[@]}" --seconds "$SUBMIT_SECONDS" --valid-ratio 1 \
+    --label "valid shares, 1 client proc" --out "$OUT/submit-valid-1proc.json"
+stop_pool
+kill -TERM "$FAKE_PID" 2>/dev/null || true
+wait "$FAKE_PID" 2>/dev/null || true
+
+# --- 2. a regtest node with ZMQ -------------------------------------------------------------------
+RPC_PORT=$(free_port)
+P2P_PORT=$(free_port)
+ZMQ_PORT=$(free_port)
+mkdir -p "$WORK/node"
+NODE_ARGS=(-regtest "-datadir=$WORK/node" -rpcuser=bench -rpcpassword=bench "-rpcport=$RPC_PORT")
+say "starting bitcoind -regtest ($("$bitcoind" --version | head -n 1))"
+"$bitcoind" "${NODE_ARGS[@]}" "-port=$P2P_PORT" -server -listen=0 -printtoconsole=0 \
+    -rpcbind=127.0.0.1 -rpcallowip=127.0.0.1 -rpcthreads=32 -rpcworkqueue=4096 \
+    "-zmqpubhashblock=tcp://127.0.0.1:$ZMQ_PORT" -fallbackfee=0.0002 -daemon=0 \
+    >"$OUT/logs/bitcoind.log" 2>&1 &
+pids+=($!)
+wait_port "$RPC_PORT" "bitcoind"
+NODE_RPC=(--node-rpc "http://127.0.0.1:$RPC_PORT" --node-user bench --node-password bench)
+for _ in $(seq 1 100); do
+    "$PY" -c "from pool.bench.rpc import RPCClient as R; R('http://127.0.0.1:$RPC_PORT', 'bench', 'bench').call('generatetoaddress', 1, 'bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080')" \
+        >/dev/null 2>&1 && break
+    sleep 0.2
+done
+regtest_config=(
+    "node.rpc_url=\"http://127.0.0.1:$RPC_PORT\"" 'node.rpc_user="bench"'
+    'node.rpc_password="bench"' 'node.poll_seconds=30'
+)
+
+PORT=$(free_port)
+write_config "$WORK/zmq.toml" "${regtest_config[@]}" \
+    "node.zmq_hashblock=\"tcp://127.0.0.1:$ZMQ_PORT\"" "${STRATUM_COMMON[@]}" \
+    "stratum.port=$PORT" "pool.data_dir=\"$WORK/data-zmq\""
+say "connections ($CONNECTIONS idle, authorized) and fan-out with ZMQ"
+start_pool zmq "$WORK/zmq.toml" "$PORT"
+bench connections --url "stratum+tcp://127.0.0.1:$PORT" --pool-pid "$POOL_PID" \
+    --chain regtest --miners "$CONNECTIONS" --hold 5 --label "zmq pool" \
+    --out "$OUT/connections.json"
+bench fanout --url "stratum+tcp://127.0.0.1:$PORT" --pool-pid "$POOL_PID" "${NODE_RPC[@]}" \
+    --miners "$FANOUT_MINERS" --blocks "$BLOCKS" --label "pool on ZMQ" \
+    --out "$OUT/fanout-zmq.json"
+bench fanout --url "stratum+tcp://127.0.0.1:$PORT" --pool-pid "$POOL_PID" "${NODE_RPC[@]}" \
+    --miners "${FANOUT_MINERS%%,*}" --addresses "${FANOUT_MINERS%%,*}" --blocks "$BLOCKS" \
+    --label "pool on ZMQ, one address per miner" --out "$OUT/fanout-zmq-addresses.json"
+stop_pool
+
+# --- 3. the same node, the pool on longpoll --------------------------------------------------------
+PORT=$(free_port)
+write_config "$WORK/longpoll.toml" "${regtest_config[@]}" "${STRATUM_COMMON[@]}" \
+    "stratum.port=$PORT" "pool.data_dir=\"$WORK/data-longpoll\""
+say "fan-out with longpoll (no ZMQ in the pool; the bench still times from ZMQ)"
+start_pool longpoll "$WORK/longpoll.toml" "$PORT"
+bench fanout --url "stratum+tcp://127.0.0.1:$PORT" --pool-pid "$POOL_PID" "${NODE_RPC[@]}" \
+    --miners "$FANOUT_MINERS" --blocks "$BLOCKS" --label "pool on longpoll" \
+    --out "$OUT/fanout-longpoll.json"
+stop_pool
+
+say "results (JSON in $OUT)"
+"$BENCH" report "$OUT"/submit-random-1proc.json "$OUT"/submit-random-2proc.json \
+    "$OUT"/submit-random-window1.json "$OUT"/submit-valid-1proc.json "$OUT"/connections.json "$OUT"/fanout-zmq.json \
+    "$OUT"/fanout-longpoll.json "$OUT"/fanout-zmq-addresses.json --out "$OUT/all.json"

@@ -1,0 +1,180 @@
+"""Stats without a node: hashrate windows and bands on a fake clock, persistence, migrations."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from pool.blocks import ACCEPTED, FoundBlock
+from pool.consensus.block import serialize_block
+from pool.consensus.coinbase import TxOut, add_witness_reserved_value, build_coinbase
+from pool.notify import Alert, webhook_request
+from pool.shares import ERR_DUPLICATE, ERR_STALE
+from pool.stats import (
+    SCHEMA_VERSION,
+    Estimate,
+    Stats,
+    StatsError,
+    coinbase_value,
+    combine,
+    estimate,
+)
+
+T0 = 1_700_000_040.0  # a whole minute
+
+
+class Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def session(address: str, worker: str) -> Any:
+    return SimpleNamespace(
+        address=address, worker=f"{address}.{worker}" if worker else address,
+        connected_at=time.monotonic(),
+    )
+
+
+def share(difficulty: float, block: bool = False) -> Any:
+    return SimpleNamespace(difficulty=difficulty, is_block=block)
+
+
+def test_estimate_and_band() -> None:
+    e = estimate(diff_sum=100 * 1000.0, diff_sq=100 * 1000.0**2, shares=100, seconds=1000)
+    assert e.hashrate == pytest.approx(100 * 1000 * 2**32 / 1000)
+    assert e.band == pytest.approx(0.1)  # 100 shares: ±10 %
+    assert estimate(0, 0, 0, 60) == Estimate(0.0, None, 0, 60)
+    # Unequal difficulties: fewer effective shares, a wider band.
+    mixed = estimate(1000.0 + 1.0, 1000.0**2 + 1.0, 2, 10)
+    assert mixed.band is not None and mixed.band > 1 / math.sqrt(2)
+    both = combine([Estimate(3.0, 0.1, 100, 60), Estimate(4.0, 0.2, 25, 60)])
+    assert both.hashrate == 7.0 and both.shares == 125
+    assert both.band == pytest.approx(math.sqrt(0.3**2 + 0.8**2) / 7)
+
+
+async def test_windows_divide_by_observed_time(tmp_path: Path) -> None:
+    clock = Clock(T0)
+    stats = Stats(tmp_path / "s.sqlite3", clock=clock)
+    await stats.open()
+    s = session("bcrt1qexample", "rig")
+    d = 1000.0
+    # One share every 10 s for two hours.
+    for i in range(720):
+        clock.t = T0 + 10 * (i + 1)
+        stats.on_share(s, share(d), d)
+    w = stats.workers[s.worker]
+    assert w.first_seen == pytest.approx(T0 + 10, abs=1)
+    w.first_seen = T0  # the connection opened at T0
+    now = clock.t + 5
+    rates = stats.worker_rates(w, now)
+    per_second = d * 2**32 / 10
+    assert rates["1m"].shares == 6 and rates["1m"].hashrate == pytest.approx(per_second)
+    assert rates["1m"].band == pytest.approx(1 / math.sqrt(6))
+    assert rates["10m"].shares == 60 and rates["10m"].hashrate == pytest.approx(per_second)
+    # Longer windows come from 1-minute buckets: the window starts at a whole minute.
+    assert rates["1h"].shares == 355 and rates["1h"].seconds == 3545
+    assert rates["1h"].hashrate == pytest.approx(per_second, rel=0.01)
+    # Two hours observed: the 24 h estimate is the same rate, not 1/12 of it.
+    assert rates["24h"].shares == 720 and rates["24h"].seconds == pytest.approx(7205)
+    assert rates["24h"].hashrate == pytest.approx(per_second, rel=0.01)
+    assert rates["24h"].band == pytest.approx(1 / math.sqrt(720))
+    history = stats.history(w, now)
+    assert len(history) == 144 and history[-1] == pytest.approx(per_second, rel=0.05)
+    assert history[0] is None  # before the worker started: no data, not zero
+    assert history[-12] == pytest.approx(per_second, rel=0.05)
+    await stats.close()
+
+
+async def test_persisted_and_restored(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    clock = Clock(T0)
+    first = Stats(path, clock=clock)
+    await first.open()
+    a = session("bcrt1qaaa", "one")
+    b = session("bcrt1qaaa", "two")
+    for i, diff in enumerate([3.0, 9.0, 5.0]):
+        clock.t = T0 + i
+        first.on_share(a, share(diff * 10), 1.0)
+    first.on_share(b, share(50.0, block=True), 1.0)  # a block: rounds start again
+    first.on_share(a, share(7.0), 1.0)
+    first.on_reject(a, ERR_STALE, "stale")
+    first.on_reject(a, ERR_DUPLICATE, "duplicate")
+    first.on_reject(SimpleNamespace(address=None, worker=""), 24, "unauthorized")
+    block = FoundBlock(height=5, hash="ab" * 32, hex="", worker=b.worker, address="bcrt1qaaa",
+                       found_at=T0)
+    first.on_block_found(block)
+    block.status, block.answer, block.in_best_chain = ACCEPTED, "null", True
+    first.on_block_final(block)
+    await first.close()
+
+    second = Stats(path, clock=clock)
+    await second.open()
+    one, two = second.workers[a.worker], second.workers[b.worker]
+    assert (one.accepted, one.stale, one.rejected) == (4, 1, 1)
+    assert one.diff_sum == 4.0
+    assert one.best.ever == 90.0 and one.best.round == 90.0  # one never found a block
+    assert two.best.ever == 50.0 and two.best.round == 0.0
+    address = second.addresses["bcrt1qaaa"]
+    assert address.best.ever == 90.0 and address.best.round == 7.0
+    assert second.pool_best.ever == 90.0 and second.pool_best.round == 7.0
+    [record] = second.blocks.values()
+    assert record.status == ACCEPTED and record.confirmations == 1 and record.worker == b.worker
+    assert sum(bk.accepted for bk in one.buckets.values()) == 4
+    assert second.worker_rates(one, T0 + 30)["24h"].shares == 4
+    await second.close()
+
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version FROM schema_version").fetchone() == (SCHEMA_VERSION,)
+        rows = db.execute("SELECT SUM(accepted), SUM(stale), SUM(rejected) FROM share_buckets")
+        assert rows.fetchone() == (5, 1, 1)
+
+
+async def test_schema_migrates_and_refuses_newer(tmp_path: Path) -> None:
+    old = tmp_path / "old.sqlite3"
+    with sqlite3.connect(old) as db:
+        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        db.execute("INSERT INTO schema_version VALUES (0)")
+    stats = Stats(old)
+    await stats.open()
+    await stats.close()
+    with sqlite3.connect(old) as db:
+        assert db.execute("SELECT version FROM schema_version").fetchone() == (SCHEMA_VERSION,)
+        assert db.execute("SELECT COUNT(*) FROM blocks").fetchone() == (0,)
+
+    newer = tmp_path / "newer.sqlite3"
+    with sqlite3.connect(newer) as db:
+        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        db.execute("INSERT INTO schema_version VALUES (99)")
+    with pytest.raises(StatsError, match="newer"):
+        await Stats(newer).open()
+
+
+def test_coinbase_value_of_a_block() -> None:
+    payout = TxOut(312_500_000 + 12_345, bytes.fromhex("0014" + "11" * 20))
+    commitment = TxOut(0, bytes.fromhex("6a24aa21a9ed" + "22" * 32))
+    parts = build_coinbase(height=840_000, outputs=[payout, commitment], extranonce_size=12)
+    coinbase = add_witness_reserved_value(parts.assemble(bytes(12)))
+    block = serialize_block(bytes(80), coinbase, [])
+    assert coinbase_value(block.hex()) == 312_512_345
+    assert coinbase_value("00" * 10) is None
+
+
+def test_webhook_shapes() -> None:
+    alert = Alert("block_found", "Block 5 found!", "details", {"hash": "ab" * 32})
+    url, body = webhook_request("https://discord.com/api/webhooks/1/xyz", alert)
+    assert url.endswith("/xyz") and body["content"].startswith("**Block 5 found!**")
+    url, body = webhook_request("https://ntfy.sh/my-miners", alert)
+    assert url == "https://ntfy.sh/" and body["topic"] == "my-miners"
+    assert body["title"] == "Block 5 found!" and body["message"] == "details"
+    url, body = webhook_request("http://127.0.0.1:9/hook", alert)
+    assert url == "http://127.0.0.1:9/hook"
+    assert body["hash"] == "ab" * 32 and body["content"] and body["message"] == "details"
