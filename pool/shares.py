@@ -62,7 +62,7 @@ class Share:
 
 def parse_hex32(value: object, name: str) -> int:
     """A 32-bit big-endian hex field; short values are left-padded (NerdMiner drops zeros)."""
-    if not isinstance(value, str) or not 1 <= len(value) <= 8 or not value.isalnum():
+    if not isinstance(value, str) or not 1 <= len(value) <= 8 or not (value.isascii() and value.isalnum()):
         raise ShareError(ERR_OTHER, f"{name} must be up to 8 hex digits")
     try:
         return int(value, 16)

@@ -5,7 +5,7 @@
 #   1. a fake bitcoind serving a mainnet-difficulty template (solopool-bench fake-node), and
 #      solopool on it twice: submit throughput with random nonces (1 and 2 client processes,
 #      and 1,000 miners without pipelining), then with real shares (difficulty pinned low so
-#      the client can hash them);
+#      the client can hash them); and fan-out of fake blocks on that mainnet-sized template;
 #   2. a regtest bitcoind with ZMQ, and solopool on it with ZMQ: 10,000 idle connections
 #      (memory, accept rate), then new-block fan-out at 1,000 and 10,000 miners (and at 1,000
 #      miners with 1,000 different payout addresses);
@@ -167,6 +167,11 @@ bench submit --url "stratum+tcp://127.0.0.1:$PORT" --pool-pid "$POOL_PID" --chai
 bench submit --url "stratum+tcp://127.0.0.1:$PORT" --pool-pid "$POOL_PID" --chain main \
     "${FAKE_NODE[@]}" --seconds "$SUBMIT_SECONDS" --miners 1000 --window 1 \
     --label "random nonces, no pipelining" --out "$OUT/submit-random-window1.json"
+say "fan-out on the mainnet-sized template (fake blocks from the fake node; the pool on longpoll)"
+bench fanout --url "stratum+tcp://127.0.0.1:$PORT" --pool-pid "$POOL_PID" "${FAKE_NODE[@]}" \
+    --miners "${FANOUT_MINERS%%,*}" --blocks "$BLOCKS" \
+    --label "pool on longpoll, $EXTRA_TXS-transaction mainnet template" \
+    --out "$OUT/fanout-mainnet-template.json"
 stop_pool
 
 PORT=$(free_port)
@@ -237,4 +242,5 @@ stop_pool
 say "results (JSON in $OUT)"
 "$BENCH" report "$OUT"/submit-random-1proc.json "$OUT"/submit-random-2proc.json \
     "$OUT"/submit-random-window1.json "$OUT"/submit-valid-1proc.json "$OUT"/connections.json "$OUT"/fanout-zmq.json \
-    "$OUT"/fanout-longpoll.json "$OUT"/fanout-zmq-addresses.json --out "$OUT/all.json"
+    "$OUT"/fanout-longpoll.json "$OUT"/fanout-zmq-addresses.json \
+    "$OUT"/fanout-mainnet-template.json --out "$OUT/all.json"

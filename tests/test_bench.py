@@ -316,6 +316,25 @@ async def test_fanout_one_sample_per_block(
     assert "fan-out: 20 miners, 3 payout address(es)" in text
 
 
+async def test_fanout_on_the_fake_node_with_a_mainnet_template(
+    fake_node: FakeNodeServer, start_pool: Any
+) -> None:
+    pool = await start_pool(FakeEndpoint(fake_node.url))
+    before = fake_node.node.height
+    result = await run_fanout(
+        FanoutSettings(
+            url=pool_url(pool), stages=[10], blocks=2, interval=0.2, block_timeout=15,
+            settle_seconds=0.2, node=fake_settings(fake_node),
+        )
+    )
+    assert fake_node.node.height == before + 2
+    assert result["reference"] == "generatetoaddress return"  # the fake node has no ZMQ
+    (stage,) = result["stages"]
+    assert stage["incomplete"] == 0 and len(stage["samples"]) == 2
+    assert all(s["received"] == 10 for s in stage["samples"])
+    assert pool.jobs.template is not None and pool.jobs.template.height == before + 2
+
+
 # --- pieces --------------------------------------------------------------------------------------
 
 
@@ -353,7 +372,8 @@ def test_percentiles_and_table() -> None:
     summary = summarize_ms([0.001, 0.002, 0.003])
     assert summary["p50"] == 2.0 and summary["max"] == 3.0 and summary["count"] == 3
     failed = rows_for({"bench": "submit", "error": "nope"})
-    assert "FAILED: nope" in failed[0][1]
+    assert ("  FAILED", "nope") in failed
+    assert "FAILED  nope" in table([{"bench": "submit", "error": "nope"}])
     assert table([]) == "(no results)"
 
 

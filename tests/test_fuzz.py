@@ -625,6 +625,8 @@ async def hostile_connection(port: int, rng: random.Random, stats: Counter[str])
     stats["connections"] += 1
     try:
         for chunk in garbage(rng):
+            if writer.is_closing() or reader.at_eof():
+                raise ConnectionResetError("closed by the pool")
             writer.write(chunk)
             stats["bytes"] += len(chunk)
             await writer.drain()
@@ -638,7 +640,7 @@ async def hostile_connection(port: int, rng: random.Random, stats: Counter[str])
             writer.transport.abort()  # a reset instead of a clean close
         else:
             writer.close()
-    except (ConnectionError, OSError):
+    except (ConnectionError, OSError, RuntimeError):  # uvloop: RuntimeError on a closed handle
         stats["closed by pool"] += 1
         writer.transport.abort()
 

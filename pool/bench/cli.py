@@ -13,6 +13,7 @@ from typing import Any
 from .client import BenchError
 from .procfs import raise_fd_limit
 from .report import machine, table
+from .rpc import BenchRPCError
 from .runs import (
     ClientSettings,
     ConnectionSettings,
@@ -377,7 +378,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             result = runner.run(_run(args))
-    except BenchError as exc:
+    except (BenchError, BenchRPCError) as exc:
+        print(f"solopool-bench: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
         print(f"solopool-bench: {exc}", file=sys.stderr)
         return 1
     except TimeoutError:

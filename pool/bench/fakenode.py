@@ -13,6 +13,9 @@ talking to it over RPC exactly as to bitcoind. It answers what a pool needs:
   `getzmqnotifications` (none),
 - `validateaddress`, computed with `pool.consensus.address`,
 - `submitblock` (counted; answered null = accepted),
+- `generatetoaddress`: a fake new block (random hash) on which the next template builds, with
+  the same transactions; held longpolls are answered at once (for the fan-out test with a
+  mainnet-sized template),
 - `getfakenodestats`: how many calls of each method it has answered (for the benchmark).
 
 `extra_transactions` appends synthetic, internally consistent transactions (txid = sha256d of
@@ -137,7 +140,9 @@ class FakeNode:
         self.calls: Counter[str] = Counter()
         self.submitted: list[str] = []  # hashes of blocks given to submitblock
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._closing = threading.Event()
+        self._mined = 0
         self.height = int(template["height"])
         self.prev_hash = str(template["previousblockhash"])
         self.target = (
@@ -149,6 +154,27 @@ class FakeNode:
     def close(self) -> None:
         """Release held longpolls."""
         self._closing.set()
+        with self._changed:
+            self._changed.notify_all()
+
+    def advance(self) -> str:
+        """Pretend a block was found on the template's parent: the next template builds on it
+        (same transactions), and held longpolls are answered. Returns the new block's hash."""
+        with self._changed:
+            self._mined += 1
+            digest = hashlib.sha256(b"solopool-bench fake block %d" % self._mined).digest()
+            block_hash = (bytes(8) + digest[8:]).hex()
+            template = dict(self.template)
+            template["previousblockhash"] = block_hash
+            template["height"] = self.height + 1
+            template["curtime"] = int(template.get("curtime", 0)) + 600
+            template["mintime"] = int(template.get("mintime", 0)) + 600
+            template["longpollid"] = f"{block_hash}{self._mined}"
+            self.template = template
+            self.height += 1
+            self.prev_hash = block_hash
+            self._changed.notify_all()
+        return block_hash
 
     def authorized(self, header: str | None) -> bool:
         if self.rpc_user is None:
@@ -196,10 +222,21 @@ class FakeNode:
             if request.get("mode") == "proposal":
                 return None  # "valid", as bitcoind answers a proposal it accepts
             longpollid = request.get("longpollid")
-            if longpollid is not None and longpollid == self.template.get("longpollid"):
-                # Nothing changes here: hold the request open, as bitcoind does.
-                self._closing.wait(self.longpoll_seconds)
-        return self.template
+            if longpollid is not None:
+                # Held open until the template changes (a fake block) or the time is up, as
+                # bitcoind does.
+                deadline = time.monotonic() + self.longpoll_seconds
+                with self._changed:
+                    while (
+                        longpollid == self.template.get("longpollid")
+                        and not self._closing.is_set()
+                    ):
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._changed.wait(left)
+        with self._lock:
+            return self.template
 
     def rpc_getbestblockhash(self) -> str:
         return self.prev_hash
@@ -270,6 +307,12 @@ class FakeNode:
         with self._lock:
             self.submitted.append(sha256d(header)[::-1].hex())
         log.warning("submitblock %s (counted; answered as accepted)", self.submitted[-1])
+
+    def rpc_generatetoaddress(self, count: int, address: str, *_: Any) -> list[str]:
+        """Fake blocks for the fan-out test (the address is only checked)."""
+        if not self.rpc_validateaddress(address)["isvalid"]:
+            raise RPCFault(-5, "Error: Invalid address")
+        return [self.advance() for _ in range(max(0, min(int(count), 1000)))]
 
     def rpc_getfakenodestats(self) -> dict[str, Any]:
         return self.stats()
