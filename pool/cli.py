@@ -17,44 +17,39 @@ EXIT_CONFIG = 2
 DEFAULT_CONFIG = Path("solopool.toml")
 
 
+def _add_common(parser: argparse.ArgumentParser, top_level: bool) -> None:
+    # On subcommands the defaults are SUPPRESS, so `solopool --config X check` keeps X.
+    default_config = None if top_level else argparse.SUPPRESS
+    default_level = "INFO" if top_level else argparse.SUPPRESS
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=default_config,
+        help="TOML config file (default: ./solopool.toml if present; SOLOPOOL_* environment "
+        "variables override it)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=default_level,
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="logging level (default INFO)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="solopool", description="Stratum V1 solo-mining pool for your own Bitcoin node"
     )
+    _add_common(parser, top_level=True)  # `solopool --config X` (no subcommand) runs the pool
     parser.add_argument("--version", action="version", version=f"solopool {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="TOML config file (default: ./solopool.toml if present; SOLOPOOL_* environment "
-        "variables override it)",
-    )
-    common.add_argument(
-        "--log-level",
-        default="INFO",
-        type=str.upper,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="logging level (default INFO)",
-    )
-    # `solopool --config X` (no subcommand) runs the pool, as documented.
-    parser.add_argument("--config", type=Path, default=None, help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--log-level",
-        default="INFO",
-        type=str.upper,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="logging level (default INFO)",
-    )
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("run", parents=[common], help="run the pool (the default)")
-    status = sub.add_parser(
-        "status", parents=[common], help="print the pool, worker and odds summary from the API"
-    )
+    _add_common(sub.add_parser("run", help="run the pool (the default)"), top_level=False)
+    status = sub.add_parser("status", help="print the pool, worker and odds summary from the API")
+    _add_common(status, top_level=False)
     status.add_argument("--url", default=None, help="API base URL (default: from the config)")
-    check = sub.add_parser(
-        "check", parents=[common], help="check node, chain, template, ports and data_dir"
-    )
+    check = sub.add_parser("check", help="check node, chain, template, ports and data_dir")
+    _add_common(check, top_level=False)
     check.add_argument(
         "--address", default=None, help="also check this payout address for the node's chain"
     )

@@ -62,7 +62,9 @@ class Share:
 
 def parse_hex32(value: object, name: str) -> int:
     """A 32-bit big-endian hex field; short values are left-padded (NerdMiner drops zeros)."""
-    if not isinstance(value, str) or not 1 <= len(value) <= 8 or not (value.isascii() and value.isalnum()):
+    if not (isinstance(value, str) and 1 <= len(value) <= 8 and value.isascii()):
+        raise ShareError(ERR_OTHER, f"{name} must be up to 8 hex digits")
+    if not value.isalnum():  # int() would also take "-1", "+1", " 1", "0_1"
         raise ShareError(ERR_OTHER, f"{name} must be up to 8 hex digits")
     try:
         return int(value, 16)

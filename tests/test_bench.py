@@ -328,7 +328,7 @@ async def test_fanout_on_the_fake_node_with_a_mainnet_template(
         )
     )
     assert fake_node.node.height == before + 2
-    assert result["reference"] == "generatetoaddress return"  # the fake node has no ZMQ
+    assert result["reference"] == "the fake node's new template"  # it has no ZMQ
     (stage,) = result["stages"]
     assert stage["incomplete"] == 0 and len(stage["samples"]) == 2
     assert all(s["received"] == 10 for s in stage["samples"])
@@ -375,6 +375,13 @@ def test_percentiles_and_table() -> None:
     assert ("  FAILED", "nope") in failed
     assert "FAILED  nope" in table([{"bench": "submit", "error": "nope"}])
     assert table([]) == "(no results)"
+
+
+def test_wait_quiet_is_bounded() -> None:
+    from pool.bench.cli import wait_quiet
+
+    assert wait_quiet(threshold=1000.0, max_seconds=5, window=0.05) == 0  # quiet at once
+    assert wait_quiet(threshold=-1.0, max_seconds=0.2, window=0.05) == 0  # never: gives up
 
 
 def test_miner_protocol_has_slots() -> None:

@@ -16,6 +16,8 @@ talking to it over RPC exactly as to bitcoind. It answers what a pool needs:
 - `generatetoaddress`: a fake new block (random hash) on which the next template builds, with
   the same transactions; held longpolls are answered at once (for the fan-out test with a
   mainnet-sized template),
+- `getfakeblocktime`: when a fake block's template was ready (CLOCK_MONOTONIC, which the
+  bench in another process can compare with its own clock),
 - `getfakenodestats`: how many calls of each method it has answered (for the benchmark).
 
 `extra_transactions` appends synthetic, internally consistent transactions (txid = sha256d of
@@ -56,6 +58,10 @@ RPC_MISC_ERROR = -1
 RPC_INVALID_PARAMETER = -8
 RPC_METHOD_NOT_FOUND = -32601
 RPC_PARSE_ERROR = -32700
+
+
+class RawJSON(bytes):
+    """An RPC result that is already JSON text (the template, serialized once per change)."""
 
 
 class RPCFault(Exception):
@@ -133,6 +139,7 @@ class FakeNode:
         rpc_password: str | None = None,
     ) -> None:
         self.template = template
+        self.template_json = RawJSON(json.dumps(template).encode())
         self.chain = chain
         self.longpoll_seconds = longpoll_seconds
         self.rpc_user = rpc_user
@@ -143,6 +150,7 @@ class FakeNode:
         self._changed = threading.Condition(self._lock)
         self._closing = threading.Event()
         self._mined = 0
+        self.block_times: dict[str, float] = {}  # fake block hash -> when its template was ready
         self.height = int(template["height"])
         self.prev_hash = str(template["previousblockhash"])
         self.target = (
@@ -171,8 +179,11 @@ class FakeNode:
             template["mintime"] = int(template.get("mintime", 0)) + 600
             template["longpollid"] = f"{block_hash}{self._mined}"
             self.template = template
+            self.template_json = RawJSON(json.dumps(template).encode())
             self.height += 1
             self.prev_hash = block_hash
+            # CLOCK_MONOTONIC: the bench (another process) times the fan-out from here.
+            self.block_times[block_hash] = time.monotonic()
             self._changed.notify_all()
         return block_hash
 
@@ -217,7 +228,7 @@ class FakeNode:
             "warnings": "",
         }
 
-    def rpc_getblocktemplate(self, request: Any = None) -> dict[str, Any] | None:
+    def rpc_getblocktemplate(self, request: Any = None) -> RawJSON | None:
         if isinstance(request, dict):
             if request.get("mode") == "proposal":
                 return None  # "valid", as bitcoind answers a proposal it accepts
@@ -236,7 +247,7 @@ class FakeNode:
                             break
                         self._changed.wait(left)
         with self._lock:
-            return self.template
+            return self.template_json
 
     def rpc_getbestblockhash(self) -> str:
         return self.prev_hash
@@ -314,6 +325,13 @@ class FakeNode:
             raise RPCFault(-5, "Error: Invalid address")
         return [self.advance() for _ in range(max(0, min(int(count), 1000)))]
 
+    def rpc_getfakeblocktime(self, block_hash: str) -> float:
+        """When the template on a fake block was ready (CLOCK_MONOTONIC seconds)."""
+        with self._lock:
+            if block_hash not in self.block_times:
+                raise RPCFault(-5, "Block not found")
+            return self.block_times[block_hash]
+
     def rpc_getfakenodestats(self) -> dict[str, Any]:
         return self.stats()
 
@@ -335,15 +353,16 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             request = json.loads(body)
         except ValueError:
-            self._reply(500, {"result": None, "error": _error(RPC_PARSE_ERROR, "Parse error"),
-                              "id": None})
+            answer = {"result": None, "error": _error(RPC_PARSE_ERROR, "Parse error"), "id": None}
+            self._send(500, _encode(answer), "application/json")
             return
         if isinstance(request, list):
             answers = [self._one(r)[1] for r in request]
-            self._reply(200, answers)
+            self._send(200, b"[" + b",".join(_encode(a) for a in answers) + b"]",
+                       "application/json")
             return
         status, answer = self._one(request)
-        self._reply(status, answer)
+        self._send(status, _encode(answer), "application/json")
 
     def _one(self, request: Any) -> tuple[int, dict[str, Any]]:
         if not isinstance(request, dict):
@@ -361,15 +380,20 @@ class _Handler(BaseHTTPRequestHandler):
             return 500, {"result": None, "error": _error(RPC_MISC_ERROR, str(exc)), "id": msg_id}
         return 200, {"result": result, "error": None, "id": msg_id}
 
-    def _reply(self, status: int, payload: Any) -> None:
-        self._send(status, json.dumps(payload).encode(), "application/json")
-
     def _send(self, status: int, body: bytes, content_type: str) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+
+def _encode(answer: dict[str, Any]) -> bytes:
+    result = answer.get("result")
+    if isinstance(result, RawJSON):  # spliced in, not serialized again
+        rest = json.dumps({k: v for k, v in answer.items() if k != "result"})
+        return b'{"result":' + result + b"," + rest[1:].encode()
+    return json.dumps(answer).encode()
 
 
 def _error(code: int, message: str) -> dict[str, Any]:

@@ -535,7 +535,8 @@ async def run_fanout(settings: FanoutSettings) -> dict[str, Any]:
     rpc = settings.node.client()
     info = await asyncio.to_thread(rpc.call, "getblockchaininfo")
     chain = settings.chain or str(info["chain"])
-    if chain != "regtest" and await fake_node_calls(settings.node) is None:
+    fake = await fake_node_calls(settings.node) is not None
+    if chain != "regtest" and not fake:
         raise BenchError(
             f"the node is on {chain}; the fan-out test mines blocks on regtest (or on "
             "solopool-bench fake-node) only"
@@ -548,17 +549,29 @@ async def run_fanout(settings: FanoutSettings) -> dict[str, Any]:
     mine_to = settings.mine_address or derived_addresses(chain, 1, offset=10**6)[0]
     watcher: ZmqBlockWatcher | None = None
     endpoint = None
+    zmq_error: str | None = None
     if settings.use_zmq:
         endpoint = settings.zmq or await asyncio.to_thread(discover_zmq_hashblock, rpc)
         if endpoint:
             watcher = ZmqBlockWatcher(endpoint)
-            await asyncio.to_thread(watcher.start)
+            try:
+                await asyncio.to_thread(watcher.start)
+            except RuntimeError as exc:  # timed from generatetoaddress's return instead
+                watcher.stop()
+                watcher = None
+                zmq_error = str(exc)
     runners = await start_runners(settings, target)
     result = _base("fanout", settings, target)
+    # Without ZMQ: time from generatetoaddress's return; on the fake node, from the moment it
+    # says its new template was ready (CLOCK_MONOTONIC, shared by all processes).
+    reference = "zmq hashblock" if watcher else (
+        "the fake node's new template" if fake else "generatetoaddress return"
+    )
     result.update(
         {
-            "reference": "zmq hashblock" if watcher else "generatetoaddress return",
+            "reference": reference,
             "zmq_endpoint": endpoint,
+            "zmq_error": zmq_error,
             "client_procs": len(runners),
             "addresses": 1 if settings.user else max(1, settings.addresses),
             "stages": [],
@@ -579,7 +592,9 @@ async def run_fanout(settings: FanoutSettings) -> dict[str, Any]:
             await meter.start()
             for _ in range(settings.blocks):
                 await asyncio.sleep(settings.interval)
-                samples.append(await _one_block(rpc, runners, watcher, mine_to, settings))
+                samples.append(
+                    await _one_block(rpc, runners, watcher, mine_to, settings, from_fake=fake)
+                )
             stage = _stage_summary(size, open_now, conn, samples, rss0, rss_now)
             stage["load"] = await meter.stop()
             result["stages"].append(stage)
@@ -596,6 +611,7 @@ async def _one_block(
     watcher: ZmqBlockWatcher | None,
     mine_to: str,
     settings: FanoutSettings,
+    from_fake: bool = False,
 ) -> dict[str, Any]:
     called = time.monotonic()
     hashes = await asyncio.to_thread(rpc.call, "generatetoaddress", 1, mine_to)
@@ -604,7 +620,12 @@ async def _one_block(
     zmq_at = None
     if watcher is not None:
         zmq_at = await asyncio.to_thread(watcher.arrival, block_hash, 5.0)
-    reference = zmq_at if zmq_at is not None else returned
+    if zmq_at is not None:
+        reference = zmq_at
+    elif from_fake:
+        reference = float(await asyncio.to_thread(rpc.call, "getfakeblocktime", block_hash))
+    else:
+        reference = returned
     needle = stratum_prevhash(block_hash)
     lists = await asyncio.gather(
         *(r.call("watch", needle=needle, timeout=settings.block_timeout) for r in runners)
