@@ -9,12 +9,13 @@ shares one job (and its pre-serialized notify line), so per-job work is done onc
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from .consensus.block import build_header, serialize_block, stratum_prevhash
 from .consensus.coinbase import (
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 EXTRANONCE1_SIZE = 4
 EXTRANONCE2_SIZE = 8
 BIP320_MASK = 0x1FFFE000
+MAX_CACHED_ROOTS = 1024  # merkle roots kept per job, by extranonce
 # Rules we know how to follow; a template requiring any other ("!"-prefixed) one is refused.
 KNOWN_RULES = {"segwit", "signet", "csv", "taproot", "testdummy"}
 
@@ -112,6 +114,8 @@ class Job:
         "version",
         "ntime",
         "_notify",
+        "_roots",
+        "_prev",
     )
 
     def __init__(
@@ -125,6 +129,8 @@ class Job:
         self.version = template.job_version
         self.ntime = template.ntime
         self._notify: dict[bool, bytes] = {}
+        self._roots: dict[bytes, bytes] = {}
+        self._prev = display_to_internal(template.prev_hash)
 
     def notify_params(self, clean: bool) -> list[Any]:
         return [
@@ -144,15 +150,26 @@ class Job:
         line = self._notify.get(clean)
         if line is None:
             message = {"id": None, "method": "mining.notify", "params": self.notify_params(clean)}
-            line = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+            line = orjson.dumps(message) + b"\n"
             self._notify[clean] = line
         return line
 
+    def merkle_root(self, extranonce: bytes) -> bytes:
+        """The merkle root for one extranonce1 + extranonce2. A miner sends many shares per
+        extranonce2 (it rolls nonce, version and ntime first), so recent roots are kept."""
+        root = self._roots.get(extranonce)
+        if root is None:
+            coinbase_txid = sha256d(self.coinbase.assemble(extranonce))
+            root = merkle_root_from_branch(coinbase_txid, list(self.branch))
+            if len(self._roots) >= MAX_CACHED_ROOTS:
+                self._roots.clear()
+            self._roots[extranonce] = root
+        return root
+
     def header(self, extranonce: bytes, ntime: int, nonce: int, version: int) -> bytes:
-        coinbase_txid = sha256d(self.coinbase.assemble(extranonce))
-        root = merkle_root_from_branch(coinbase_txid, list(self.branch))
-        prev = display_to_internal(self.template.prev_hash)
-        return build_header(version, prev, root, ntime, self.template.bits, nonce)
+        return build_header(
+            version, self._prev, self.merkle_root(extranonce), ntime, self.template.bits, nonce
+        )
 
     def block(self, header: bytes, extranonce: bytes) -> bytes:
         """The whole block, coinbase with its witness, ready for submitblock."""

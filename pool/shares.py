@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from .consensus.block import header_hash
-from .consensus.target import hash_difficulty, hash_to_int
+from .consensus.target import difficulty_to_target, hash_difficulty, hash_to_int
 from .jobs import EXTRANONCE2_SIZE, Job
 
 # Stratum error codes (slush's list, as every pool and firmware uses them).
@@ -20,6 +21,12 @@ ERR_NOT_SUBSCRIBED = 25
 # the consensus limit of the node's time + 2 h.
 MAX_NTIME_ROLL = 600
 MAX_FUTURE_SECONDS = 7200
+
+
+@functools.lru_cache(maxsize=4096)
+def share_target(difficulty: float) -> int:
+    """The target a share must meet at `difficulty` (exact Fraction arithmetic, so cached)."""
+    return difficulty_to_target(difficulty)
 
 
 class ShareError(Exception):

@@ -335,6 +335,36 @@ async def test_fanout_on_the_fake_node_with_a_mainnet_template(
     assert pool.jobs.template is not None and pool.jobs.template.height == before + 2
 
 
+async def test_all_command_runs_each_test_and_reports_failures(
+    zmq_node: RegtestNode, start_pool: Any, tmp_path: Path
+) -> None:
+    pool = await start_pool(zmq_node)
+    out = tmp_path / "all.json"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pool.bench", "all", "--url", pool_url(pool),
+        "--node-rpc", zmq_node.rpc_url, "--node-user", zmq_node.rpc_user,
+        "--node-password", zmq_node.rpc_password, "--miners", "2", "--seconds", "1",
+        "--connections", "12", "--hold", "0.2", "--fanout-miners", "6", "--blocks", "2",
+        "--out", str(out), "--max-seconds", "120",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 150)
+    assert proc.returncode == 0, stderr.decode()
+    result = json.loads(out.read_text())
+    by_kind = {r["bench"]: r for r in result["results"]}
+    # Random submits on regtest would be blocks: refused, and said so in the table.
+    assert "regtest-easy" in by_kind["submit"]["error"]
+    assert b"FAILED" in stdout
+    assert by_kind["connections"]["ready"] == by_kind["connections"]["held"] == 12
+    assert by_kind["fanout"]["stages"][0]["incomplete"] == 0
+    report = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pool.bench", "report", str(out), "--json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    report_out, _ = await asyncio.wait_for(report.communicate(), 60)
+    assert len(json.loads(report_out)["results"]) == 3
+
+
 # --- pieces --------------------------------------------------------------------------------------
 
 

@@ -468,7 +468,7 @@ async def test_suggest_difficulty_before_authorize_is_applied(before: str) -> No
         ("2048", b"2048"),
         (0.00015, b"0.00015"),
         (1e20, b"86388558925171"),  # network difficulty is the ceiling
-        (1e-12, b"1e-05"),  # the configured floor
+        (1e-12, b"0.00001"),  # the configured floor, written without an exponent
     ],
 )
 async def test_suggest_difficulty_after_authorize(suggested: Any, literal: bytes) -> None:
@@ -948,7 +948,7 @@ async def test_submit_with_huge_json_numbers(tail: bytes) -> None:
 async def test_share_at_mainnet_difficulty_is_not_a_block() -> None:
     m = Miner(start_difficulty=0.00001, min_difficulty=0.00001)
     out = await m.start()
-    assert sent_difficulty(m.writer.raw[1]) == b"1e-05"
+    assert sent_difficulty(m.writer.raw[1]) == b"0.00001"
     assert out[1]["params"] == [0.00001]
     notify = m.notify
     share_target = difficulty_to_target(0.00001)

@@ -46,7 +46,9 @@ def peer_host(peername: Any) -> str:
 class StratumProtocol(asyncio.Protocol):
     """Framing and ordering for one connection; all meaning lives in `Session`."""
 
-    __slots__ = ("server", "transport", "framer", "pending", "busy", "session", "host")
+    __slots__ = (
+        "server", "transport", "framer", "pending", "busy", "session", "host", "batch"
+    )
 
     def __init__(self, server: StratumServer) -> None:
         self.server = server
@@ -56,6 +58,9 @@ class StratumProtocol(asyncio.Protocol):
         self.busy = False
         self.session: Session | None = None  # None: refused (over a connection limit)
         self.host = ""
+        # While the lines of one read are handled, their answers are gathered here and sent
+        # with one write: a pipelining miner costs one send per read, not one per line.
+        self.batch: list[bytes] | None = None
 
     # asyncio.Protocol ---------------------------------------------------------------------------
 
@@ -127,12 +132,21 @@ class StratumProtocol(asyncio.Protocol):
     # Writer (what the session writes through) -------------------------------------------------
 
     def write(self, data: bytes) -> None:
+        if self.batch is not None:
+            self.batch.append(data)
+            return
         transport = self.transport
         if transport is None or transport.is_closing():
             return
         transport.write(data)
 
+    def _flush(self) -> None:
+        batch, self.batch = self.batch, None
+        if batch:
+            self.write(b"".join(batch))
+
     def close(self) -> None:
+        self._flush()  # answers already given go out before the connection closes
         if self.transport is not None:
             self.transport.close()
 
@@ -144,6 +158,13 @@ class StratumProtocol(asyncio.Protocol):
         session = self.session
         if session is None:
             return
+        self.batch = []
+        try:
+            self._handle_lines(session, lines)
+        finally:
+            self._flush()
+
+    def _handle_lines(self, session: Session, lines: list[bytes]) -> None:
         for i, line in enumerate(lines):
             if session.closed:
                 return

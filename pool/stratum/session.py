@@ -16,8 +16,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+import orjson
+
 from ..config import StratumConfig
-from ..consensus.target import difficulty_to_target
 from ..jobs import EXTRANONCE2_SIZE, Job, JobManager, TemplateError
 from ..shares import (
     ERR_DUPLICATE,
@@ -29,6 +30,7 @@ from ..shares import (
     Share,
     ShareError,
     build_share,
+    share_target,
 )
 from ..vardiff import VarDiff, round_difficulty
 
@@ -69,8 +71,23 @@ class PoolServices(Protocol):
     def block_found(self, session: Session, share: Share) -> None: ...
 
 
+_INVALID = object()
+
+
+def _json_fallback(line: bytes) -> Any:
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError):
+        # ValueError includes bad UTF-8 and integers over Python's 4300-digit limit;
+        # RecursionError is nesting deeper than the interpreter's recursion limit.
+        return _INVALID
+
+
 def encode(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+    try:
+        return orjson.dumps(message) + b"\n"
+    except TypeError:  # an id beyond 64 bits, echoed back from the json fallback below
+        return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
 def normalize_address(address: str) -> str:
@@ -274,12 +291,16 @@ class Session:
 
         Never raises: whatever the line holds, a request with an id gets exactly one answer."""
         try:
-            message = json.loads(line)
-        except (ValueError, RecursionError):
-            # ValueError includes bad UTF-8 and integers over Python's 4300-digit limit;
-            # RecursionError is nesting deeper than the interpreter's recursion limit.
-            self.error(None, ERR_OTHER, "invalid JSON")
-            return None
+            message = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            # orjson refuses some of what json takes (NaN, deep nesting): json has the last word.
+            message = _json_fallback(line)
+            if message is _INVALID:
+                self.error(None, ERR_OTHER, "invalid JSON")
+                return None
+        if isinstance(message, dict) and isinstance(message.get("id"), float):
+            # orjson reads integers beyond 64 bits as floats; json keeps the id exactly.
+            message = _json_fallback(line)
         if not isinstance(message, dict):
             self.error(None, ERR_OTHER, "expected a JSON object")
             return None
@@ -508,19 +529,20 @@ class Session:
             job, self.extranonce1, params[2], params[3], params[4], version_bits,
             self.version_mask, time.time(),
         )
-        # Jobs re-sent after a difficulty change have new ids but the same coinbase, so
-        # duplicates are recognised by the header hash, not by (job, fields).
+        # Judge against the difficulty this job was sent with, or the current one if lower.
+        difficulty = min(job_difficulty, self.difficulty)
+        is_block = share.is_block
+        if not is_block and share.hash_int > share_target(difficulty):
+            raise ShareError(ERR_LOW_DIFFICULTY, "low difficulty share")
+        # Only valid shares are remembered. Jobs re-sent after a difficulty change have new ids
+        # but the same coinbase, so duplicates are recognised by the header hash.
         if share.hash in self.seen:
             raise ShareError(ERR_DUPLICATE, "duplicate share")
         self.seen[share.hash] = None
         if len(self.seen) > MAX_SEEN_SHARES:
             del self.seen[next(iter(self.seen))]
-        # Judge against the difficulty this job was sent with, or the current one if lower.
-        difficulty = min(job_difficulty, self.difficulty)
-        if share.is_block:
+        if is_block:
             self.pool.block_found(self, share)
-        elif share.hash_int > difficulty_to_target(difficulty):
-            raise ShareError(ERR_LOW_DIFFICULTY, "low difficulty share")
         return share, difficulty
 
     _handlers: dict[str, Callable[[Session, Any, list[Any]], Awaitable[None] | None]] = {
@@ -594,12 +616,17 @@ class Session:
 
     def assign(self, job: Job, clean: bool) -> None:
         """Send a job (its shared, pre-serialized notify) and remember its difficulty."""
-        if clean:
-            # Jobs on an old previous block can no longer be mined: forget them.
-            live = {jid for jid in self.job_difficulty if self.pool.jobs.get(jid) is not None}
-            if not live:
-                self.seen.clear()  # a new previous block: old shares cannot come back
-            self.job_difficulty = {j: d for j, d in self.job_difficulty.items() if j in live}
+        if clean and self.job_difficulty:
+            jobs = self.pool.jobs
+            if jobs.get(next(reversed(self.job_difficulty))) is None:
+                # Even our newest job is gone: a new previous block. Nothing old can come back.
+                self.job_difficulty = {}
+                self.seen.clear()
+            else:
+                # Jobs on an old previous block can no longer be mined: forget them.
+                self.job_difficulty = {
+                    j: d for j, d in self.job_difficulty.items() if jobs.get(j) is not None
+                }
         self.job_difficulty[job.job_id] = self.difficulty
         while len(self.job_difficulty) > MAX_JOBS_PER_SESSION:
             oldest = next(iter(self.job_difficulty))
