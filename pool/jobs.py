@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 EXTRANONCE1_SIZE = 4
 EXTRANONCE2_SIZE = 8
 BIP320_MASK = 0x1FFFE000
-MAX_CACHED_ROOTS = 1024  # merkle roots kept per job, by extranonce
 # Rules we know how to follow; a template requiring any other ("!"-prefixed) one is refused.
 KNOWN_RULES = {"segwit", "signet", "csv", "taproot", "testdummy"}
 
@@ -114,7 +113,6 @@ class Job:
         "version",
         "ntime",
         "_notify",
-        "_roots",
         "_prev",
     )
 
@@ -129,7 +127,6 @@ class Job:
         self.version = template.job_version
         self.ntime = template.ntime
         self._notify: dict[bool, bytes] = {}
-        self._roots: dict[bytes, bytes] = {}
         self._prev = display_to_internal(template.prev_hash)
 
     def notify_params(self, clean: bool) -> list[Any]:
@@ -155,21 +152,15 @@ class Job:
         return line
 
     def merkle_root(self, extranonce: bytes) -> bytes:
-        """The merkle root for one extranonce1 + extranonce2. A miner sends many shares per
-        extranonce2 (it rolls nonce, version and ntime first), so recent roots are kept."""
-        root = self._roots.get(extranonce)
-        if root is None:
-            coinbase_txid = sha256d(self.coinbase.assemble(extranonce))
-            root = merkle_root_from_branch(coinbase_txid, list(self.branch))
-            if len(self._roots) >= MAX_CACHED_ROOTS:
-                self._roots.clear()
-            self._roots[extranonce] = root
-        return root
+        """The merkle root for one extranonce1 + extranonce2."""
+        coinbase_txid = sha256d(self.coinbase.assemble(extranonce))
+        return merkle_root_from_branch(coinbase_txid, list(self.branch))
+
+    def header_with_root(self, root: bytes, ntime: int, nonce: int, version: int) -> bytes:
+        return build_header(version, self._prev, root, ntime, self.template.bits, nonce)
 
     def header(self, extranonce: bytes, ntime: int, nonce: int, version: int) -> bytes:
-        return build_header(
-            version, self._prev, self.merkle_root(extranonce), ntime, self.template.bits, nonce
-        )
+        return self.header_with_root(self.merkle_root(extranonce), ntime, nonce, version)
 
     def block(self, header: bytes, extranonce: bytes) -> bytes:
         """The whole block, coinbase with its witness, ready for submitblock."""

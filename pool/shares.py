@@ -29,6 +29,24 @@ def share_target(difficulty: float) -> int:
     return difficulty_to_target(difficulty)
 
 
+class RootCache:
+    """The merkle root of a connection's last (job, extranonce): a miner sends many shares per
+    extranonce2 (it rolls nonce, version bits and ntime first), and the root costs 1 + branch
+    length double hashes, the header just one."""
+
+    __slots__ = ("job", "extranonce", "root")
+
+    def __init__(self) -> None:
+        self.job: Job | None = None
+        self.extranonce = b""
+        self.root = b""
+
+    def get(self, job: Job, extranonce: bytes) -> bytes:
+        if job is not self.job or extranonce != self.extranonce:
+            self.job, self.extranonce, self.root = job, extranonce, job.merkle_root(extranonce)
+        return self.root
+
+
 class ShareError(Exception):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
@@ -99,8 +117,10 @@ def build_share(
     version_bits_hex: object | None,
     version_mask: int,
     now: float,
+    roots: RootCache | None = None,
 ) -> Share:
-    """Check a submit's fields against the job and hash it. Raises ShareError (code 20)."""
+    """Check a submit's fields against the job and hash it. Raises ShareError (code 20).
+    `roots` is the connection's cache of its last merkle root."""
     extranonce2 = parse_extranonce2(extranonce2_hex)
     ntime = parse_hex32(ntime_hex, "ntime")
     nonce = parse_hex32(nonce_hex, "nonce")
@@ -114,5 +134,9 @@ def build_share(
         if bits & ~version_mask:
             raise ShareError(ERR_OTHER, "invalid version bits (outside the negotiated mask)")
         version = (job.version & ~version_mask) | bits
-    header = job.header(extranonce1 + extranonce2, ntime, nonce, version)
+    extranonce = extranonce1 + extranonce2
+    if roots is None:
+        header = job.header(extranonce, ntime, nonce, version)
+    else:
+        header = job.header_with_root(roots.get(job, extranonce), ntime, nonce, version)
     return Share(job, extranonce2, ntime, nonce, version, header, header_hash(header))

@@ -7,7 +7,6 @@ import asyncio
 import io
 import json
 import multiprocessing
-import os
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -636,14 +635,3 @@ async def test_main_cli_with_uvloop(capsys: pytest.CaptureFixture[str]) -> None:
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("block ") and len(lines[0]) == len("block ") + 64
     assert lines[-1] == "accepted=1 rejected=0 blocks=1"
-
-
-def test_hashrate_is_reasonable() -> None:
-    """Not a benchmark, just a guard against a pathological slowdown of the scan loop."""
-    if os.environ.get("SOLOPOOL_SKIP_PERF"):
-        pytest.skip("perf guard disabled")
-    job = Job.from_notify(NOTIFY_100K)
-    start = time.perf_counter()
-    scan(job, EN1_100K, EN2_100K, None, job.ntime, 0, 20000, 0)
-    rate = 20000 / (time.perf_counter() - start)
-    assert rate > 20000, rate

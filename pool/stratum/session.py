@@ -27,6 +27,7 @@ from ..shares import (
     ERR_OTHER,
     ERR_STALE,
     ERR_UNAUTHORIZED,
+    RootCache,
     Share,
     ShareError,
     build_share,
@@ -204,6 +205,7 @@ class Session:
         "accepted",
         "rejected",
         "worker",
+        "roots",
         "username",
         "memory",
         "last_activity",
@@ -250,6 +252,7 @@ class Session:
         self.accepted = 0
         self.rejected = 0
         self.worker = ""  # the worker name of the latest submit (else of the authorize)
+        self.roots = RootCache()
         self.username = ""  # as first authorized (the key of the difficulty memory)
         self.memory = memory
         self.last_activity = now  # when the last line arrived (the server's idle timeout)
@@ -527,7 +530,7 @@ class Session:
             log.info("%s: version bits without mining.configure; applying them", self.peer)
         share = build_share(
             job, self.extranonce1, params[2], params[3], params[4], version_bits,
-            self.version_mask, time.time(),
+            self.version_mask, time.time(), self.roots,
         )
         # Judge against the difficulty this job was sent with, or the current one if lower.
         difficulty = min(job_difficulty, self.difficulty)
