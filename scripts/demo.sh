@@ -81,6 +81,10 @@ for hash in $(awk '$1 == "block" { print $2 }' "$DEMO/miner.log"); do
 done
 received=$(cli getreceivedbyaddress "$address" 1 true)
 echo "paid to $address (immature coinbase included): $received BTC"
+if command -v curl >/dev/null 2>&1; then
+    echo "the pool's own record (http://127.0.0.1:8080/api/blocks, the dashboard is at /):"
+    curl -s http://127.0.0.1:8080/api/blocks | head -c 600; echo
+fi
 if [ "$found" -lt "$BLOCKS" ]; then
     echo "demo failed: $found of $BLOCKS blocks in the best chain; see $DEMO/pool.log" >&2
     exit 1
