@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,10 @@ async def start_pool(tmp_path: Path) -> AsyncIterator[PoolFactory]:
 
     yield factory
     for pool in pools:
-        await pool.stop()
+        # A bounded stop: pytest-timeout's alarm cannot interrupt uvloop's idle wait, so a
+        # shutdown that never finishes must fail here rather than stall the whole run.
+        async with asyncio.timeout(90):
+            await pool.stop()
 
 
 

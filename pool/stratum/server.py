@@ -33,6 +33,7 @@ TICK_SECONDS = 5.0  # the sweep's period (shorter when a timeout is configured s
 MIN_TICK_SECONDS = 0.05
 REFUSAL_LOG_SECONDS = 60.0  # refused connections are logged at most once per IP per minute
 CLOSE_WAIT_SECONDS = 2.0  # at shutdown: how long miners get to take their client.reconnect
+LISTENER_CLOSE_SECONDS = 5.0
 BACKGROUND_WAIT_SECONDS = 30.0  # at shutdown: found blocks still being spooled
 
 
@@ -381,7 +382,12 @@ class StratumServer:
             if pending:
                 log.error("%d found block(s) still not spooled at shutdown", len(pending))
         if self._server is not None:
-            await self._server.wait_closed()
+            # wait_closed also waits for every accepted connection to report its end; a
+            # transport that never does must not hold up shutdown (or a restart) forever.
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), LISTENER_CLOSE_SECONDS)
+            except TimeoutError:
+                log.warning("listener did not close within %g s; going on", LISTENER_CLOSE_SECONDS)
 
     # --- connections ------------------------------------------------------------------------------
 
