@@ -282,10 +282,7 @@ class NodeClient:
         except TimeoutError:
             # Queued behind stuck calls, or stuck itself: give up on it (a queued call is
             # dropped; a running one finishes on its own thread and is ignored).
-            raise NodeTimeout(
-                f"the node at {self.display_url} did not answer {method} within "
-                f"{limit + DEADLINE_GRACE:g} s"
-            ) from None
+            raise self._timed_out(method, limit + DEADLINE_GRACE) from None
         finally:
             self.last_latency = time.monotonic() - started
 
@@ -322,10 +319,12 @@ class NodeClient:
         try:
             return await asyncio.wait_for(future, timeout + DEADLINE_GRACE)
         except TimeoutError:
-            raise NodeTimeout(
-                f"the node at {self.display_url} did not answer {method} within "
-                f"{timeout + DEADLINE_GRACE:g} s"
-            ) from None
+            raise self._timed_out(method, timeout + DEADLINE_GRACE) from None
+
+    def _timed_out(self, method: str, seconds: float) -> NodeTimeout:
+        return NodeTimeout(
+            f"the node at {self.display_url} did not answer {method} within {seconds:g} s"
+        )
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
