@@ -29,10 +29,11 @@ from . import __version__
 from .blocks import ACCEPTED, ORPHANED, PENDING, REJECTED
 from .config import ApiConfig
 from .consensus.address import AddressError, address_to_script, script_to_address
+from .events import MinerView
 from .metrics import make_registry, render
 from .odds import network_hashrate, odds
 from .stats import HISTORY_BIN_SECONDS, Estimate, WorkerStats
-from .stratum.session import AddressRefused, Session
+from .stratum.session import AddressRefused
 from .units import format_hashrate_band
 
 if TYPE_CHECKING:
@@ -190,15 +191,15 @@ class ApiServer:
         result["window"] = ODDS_WINDOW
         return result
 
-    def _sessions(self) -> dict[str, list[Session]]:
-        by_worker: dict[str, list[Session]] = {}
+    def _sessions(self) -> dict[str, list[MinerView]]:
+        by_worker: dict[str, list[MinerView]] = {}
         for s in self.pool.stratum.sessions:
             if s.mining and not s.closed and s.address is not None:
                 by_worker.setdefault(s.worker or s.address, []).append(s)
         return by_worker
 
     def _worker_json(
-        self, w: WorkerStats, sessions: list[Session], now: float
+        self, w: WorkerStats, sessions: list[MinerView], now: float
     ) -> dict[str, Any]:
         stats = self.pool.stats
         rates = stats.worker_rates(w, now)
@@ -223,7 +224,7 @@ class ApiServer:
             "odds": odds_now,
         }
 
-    def _new_worker_json(self, name: str, sessions: list[Session], now: float) -> dict[str, Any]:
+    def _new_worker_json(self, name: str, sessions: list[MinerView], now: float) -> dict[str, Any]:
         """A connected miner that has not had a share accepted yet."""
         s = sessions[0]
         address = s.address or ""
@@ -274,7 +275,7 @@ class ApiServer:
         workers = list(stats.workers.values())
         rates = stats.rates_for(workers, now)
         difficulty = self._difficulty()
-        sessions = list(pool.stratum.sessions)
+        sessions: list[MinerView] = list(pool.stratum.sessions)
         mining = [s for s in sessions if s.mining and not s.closed]
         totals = stats.totals(workers)
         totals["unauthorized"] = stats.rejected_unattributed

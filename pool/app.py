@@ -14,7 +14,7 @@ from .blocks import ACCEPTED, BlockSpool, BlockSubmitter, FoundBlock
 from .config import Config, ConfigError, NodeConfig, load_config
 from .consensus.address import CHAINS, AddressError, address_to_script, is_supported_payout
 from .discovery import with_discovered_zmq
-from .events import Events
+from .events import Events, MinerView, ShareView
 from .jobs import JobManager, Template
 from .node import NodeAuthError, NodeClient, NodeError, NodeRPCError, NodeSet, NodeUnreachable
 from .notify import Notifier
@@ -23,6 +23,7 @@ from .stats import Stats, StatsError
 from .stratum.server import StratumServer
 from .stratum.session import AddressRefused, Session
 from .work import TemplateSource
+from .workers import WorkerGroup
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +111,14 @@ class Pool:
         self.events.add(self.notifier)
         self.api = ApiServer(self, config.api)
         self.submitter = BlockSubmitter(self.nodes, self.spool, on_final=self._block_final)
-        self.stratum = StratumServer(
-            self, on_connect=self.events.connect, on_disconnect=self.events.disconnect
-        )
+        # Stratum in this process, or in `[stratum] workers` processes sharing the port.
+        self.stratum: StratumServer | WorkerGroup
+        if config.stratum.workers > 1:
+            self.stratum = WorkerGroup(self, config.stratum.workers)
+        else:
+            self.stratum = StratumServer(
+                self, on_connect=self.events.connect, on_disconnect=self.events.disconnect
+            )
         self.source = TemplateSource(self.nodes, config.node, self._new_template)
         self.chain = ""
         self._payouts: dict[str, bytes] = {}
@@ -432,11 +438,11 @@ class Pool:
         self._payouts[address] = script
         return script
 
-    def share_accepted(self, session: Session, share: Share, difficulty: float) -> None:
+    def share_accepted(self, session: MinerView, share: ShareView, difficulty: float) -> None:
         self.shares_accepted += 1
         self.events.share(session, share, difficulty)
 
-    def share_rejected(self, session: Session, code: int, reason: str) -> None:
+    def share_rejected(self, session: MinerView, code: int, reason: str) -> None:
         self.shares_rejected += 1
         self.events.reject(session, code, reason)
 
@@ -455,8 +461,8 @@ class Pool:
             "BLOCK FOUND height=%d hash=%s worker=%s; submitting",
             block.height, block.hash, block.worker,
         )
-        self.stratum.run_soon(self._spool_and_submit(block))
+        self.stratum.run_soon(self.spool_and_submit(block))
 
-    async def _spool_and_submit(self, block: FoundBlock) -> None:
+    async def spool_and_submit(self, block: FoundBlock) -> None:
         await self.submitter.found(block)
         self.events.block_found(block)

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 ENV_PREFIX = "SOLOPOOL_"
+MAX_WORKERS = 64  # Stratum worker processes; the top byte of extranonce1 names the process
 
 # Bitcoin Core's default RPC port -> the datadir subfolder that holds that network's cookie.
 COOKIE_SUBDIR_BY_PORT = {
@@ -69,6 +70,8 @@ class StratumConfig:
     tls_key_file: Path | None = None
     # True when the certificate paths are the data_dir/tls/ defaults (generated if missing)
     tls_self_signed: bool = False
+    # Stratum processes sharing the port (SO_REUSEPORT); 1 = everything in one process.
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -288,6 +291,7 @@ def _stratum(section: _Section, base: Path | None = None) -> StratumConfig:
             "max_invalid_shares_per_minute", d.max_invalid_shares_per_minute, 1, 10_000_000
         ),
         allowed_addresses=section.strings("allowed_addresses"),
+        workers=section.integer("workers", d.workers, 1, MAX_WORKERS),
         **_stratum_tls(section, base or Path.cwd()),
     )
 

@@ -5,24 +5,51 @@ logged and swallowed by `Events`."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from .blocks import FoundBlock
     from .jobs import Template
-    from .shares import Share
-    from .stratum.session import Session
 
 log = logging.getLogger(__name__)
+
+
+class MinerView(Protocol):
+    """What observers read of a miner's connection: a live `Session`, or, with `[stratum]
+    workers` > 1, the main process's copy of a session that lives in a worker process."""
+
+    @property
+    def address(self) -> str | None: ...
+    @property
+    def worker(self) -> str: ...
+    @property
+    def connected_at(self) -> float: ...  # time.monotonic() (one clock for all processes)
+    @property
+    def difficulty(self) -> float: ...
+    @property
+    def user_agent(self) -> str: ...
+    @property
+    def mining(self) -> bool: ...
+    @property
+    def closed(self) -> bool: ...
+
+
+class ShareView(Protocol):
+    """What observers read of an accepted share."""
+
+    @property
+    def difficulty(self) -> float: ...  # the difficulty its hash achieved
+    @property
+    def is_block(self) -> bool: ...
 
 
 class PoolListener:
     """Override what you need; the defaults do nothing."""
 
-    def on_share(self, session: Session, share: Share, difficulty: float) -> None:
+    def on_share(self, session: MinerView, share: ShareView, difficulty: float) -> None:
         """An accepted share, judged at `difficulty` (session.worker names the worker)."""
 
-    def on_reject(self, session: Session, code: int, reason: str) -> None:
+    def on_reject(self, session: MinerView, code: int, reason: str) -> None:
         """A rejected share (Stratum error `code`)."""
 
     def on_block_found(self, block: FoundBlock) -> None:
@@ -34,10 +61,10 @@ class PoolListener:
     def on_template(self, template: Template, clean: bool) -> None:
         """A new template was installed (clean: it builds on a new previous block)."""
 
-    def on_connect(self, session: Session) -> None:
+    def on_connect(self, session: MinerView) -> None:
         """A miner connected."""
 
-    def on_disconnect(self, session: Session) -> None:
+    def on_disconnect(self, session: MinerView) -> None:
         """A miner disconnected."""
 
 
@@ -57,10 +84,10 @@ class Events:
             except Exception:
                 log.exception("%s.%s failed", type(listener).__name__, name)
 
-    def share(self, session: Session, share: Share, difficulty: float) -> None:
+    def share(self, session: MinerView, share: ShareView, difficulty: float) -> None:
         self._each("on_share", session, share, difficulty)
 
-    def reject(self, session: Session, code: int, reason: str) -> None:
+    def reject(self, session: MinerView, code: int, reason: str) -> None:
         self._each("on_reject", session, code, reason)
 
     def block_found(self, block: FoundBlock) -> None:
@@ -72,8 +99,8 @@ class Events:
     def template(self, template: Template, clean: bool) -> None:
         self._each("on_template", template, clean)
 
-    def connect(self, session: Session) -> None:
+    def connect(self, session: MinerView) -> None:
         self._each("on_connect", session)
 
-    def disconnect(self, session: Session) -> None:
+    def disconnect(self, session: MinerView) -> None:
         self._each("on_disconnect", session)

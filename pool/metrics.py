@@ -18,6 +18,7 @@ from .blocks import ACCEPTED, ORPHANED, PENDING, REJECTED
 
 if TYPE_CHECKING:
     from .app import Pool
+    from .events import MinerView
 
 
 class PoolCollector(Collector):
@@ -91,7 +92,7 @@ class PoolCollector(Collector):
             "solopool_blocks_found", "Blocks found (all time)", value=len(stats.blocks)
         )
 
-        sessions = list(pool.stratum.sessions)
+        sessions: list[MinerView] = list(pool.stratum.sessions)
         yield GaugeMetricFamily(
             "solopool_connected_miners", "Connections that are mining",
             value=sum(1 for s in sessions if s.mining),

@@ -26,8 +26,7 @@ from .stats import MATURITY, BlockRecord, Stats
 from .units import format_duration
 
 if TYPE_CHECKING:
-    from .shares import Share
-    from .stratum.session import Session
+    from .events import MinerView, ShareView
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +250,7 @@ class Notifier(PoolListener):
 
     # --- silent workers -------------------------------------------------------------------------
 
-    def on_share(self, session: Session, share: Share, difficulty: float) -> None:
+    def on_share(self, session: MinerView, share: ShareView, difficulty: float) -> None:
         if self._silent and session.worker in self._silent:
             self._silent.discard(session.worker)
             self.alert(Alert(

@@ -34,9 +34,8 @@ from .shares import ERR_STALE
 from .stratum.session import split_username
 
 if TYPE_CHECKING:
+    from .events import MinerView, ShareView
     from .jobs import Template
-    from .shares import Share
-    from .stratum.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -668,7 +667,7 @@ class Stats(PoolListener):
             a = self.addresses[address] = AddressStats(address)
         return a
 
-    def _worker(self, session: Session, now: float) -> WorkerStats | None:
+    def _worker(self, session: MinerView, now: float) -> WorkerStats | None:
         address = session.address
         if address is None:
             return None
@@ -707,7 +706,7 @@ class Stats(PoolListener):
         for minute in [m for m in w.buckets if m < oldest]:
             del w.buckets[minute]
 
-    def on_share(self, session: Session, share: Share, difficulty: float) -> None:
+    def on_share(self, session: MinerView, share: ShareView, difficulty: float) -> None:
         now = self.clock()
         w = self._worker(session, now)
         if w is None:
@@ -739,7 +738,7 @@ class Stats(PoolListener):
             if (best.ever, best.round) != before:
                 self._dirty_bests.add((kind, name))
 
-    def on_reject(self, session: Session, code: int, reason: str) -> None:
+    def on_reject(self, session: MinerView, code: int, reason: str) -> None:
         now = self.clock()
         w = self._worker(session, now)
         if w is None:

@@ -243,12 +243,14 @@ def _where(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _dual_stack_socket(port: int, backlog: int) -> socket.socket:
+def _dual_stack_socket(port: int, backlog: int, reuse_port: bool = False) -> socket.socket:
     """One IPv6 socket on `::` that also takes IPv4 (IPV6_V6ONLY off). asyncio's own
     create_server turns dual stack off and would need two sockets for the same thing."""
     sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind(("::", port))
         sock.listen(backlog)
@@ -265,11 +267,14 @@ async def _listen(
     port: int,
     ssl_context: ssl.SSLContext | None,
     backlog: int = 1024,
+    reuse_port: bool = False,
 ) -> asyncio.base_events.Server:
+    """A listener on host:port; `reuse_port` lets several worker processes share the port
+    (SO_REUSEPORT: the kernel spreads new connections over them)."""
     loop = asyncio.get_running_loop()
     if host in ("::", "[::]"):
         try:
-            sock = _dual_stack_socket(port, backlog)
+            sock = _dual_stack_socket(port, backlog, reuse_port)
         except OSError as exc:
             if socket.has_ipv6 and exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
                 raise
@@ -278,11 +283,12 @@ async def _listen(
         else:
             return await loop.create_server(factory, sock=sock, ssl=ssl_context)
     return await loop.create_server(
-        factory, host.strip("[]"), port, reuse_address=True, backlog=backlog, ssl=ssl_context
+        factory, host.strip("[]"), port, reuse_address=True, backlog=backlog, ssl=ssl_context,
+        reuse_port=reuse_port or None,
     )
 
 
-def _tls_context(cfg: StratumConfig) -> ssl.SSLContext:
+def tls_context(cfg: StratumConfig) -> ssl.SSLContext:
     """The stratum+ssl context; makes the self-signed data_dir/tls/ certificate if needed."""
     cert, key = cfg.tls_cert_file, cfg.tls_key_file
     if cert is None or key is None:
@@ -317,6 +323,11 @@ class StratumServer:
         self._refusal_logged: dict[str, float] = {}
         self._extranonces: set[bytes] = set()
         self._next_extranonce = secrets.randbits(32)
+        # A worker process of several sets these: its index in the top byte keeps every
+        # extranonce1 unique across processes (so no two miners ever hash the same coinbase).
+        self.extranonce_prefix = 0
+        self.extranonce_mask = 0xFFFFFFFF
+        self.reuse_port = False  # listen with SO_REUSEPORT (worker processes share the port)
         self._server: Listeners | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._closing = False
@@ -338,12 +349,18 @@ class StratumServer:
         """Listen on `[stratum] host:port`, and with `tls_port` also for stratum+ssl. `host`
         may be IPv4, IPv6 (`::1`), or `::` for every IPv6 and IPv4 address on one socket."""
         cfg = self.pool.config
-        plain = await _listen(lambda: StratumProtocol(self), cfg.host, cfg.port, None)
+        reuse = self.reuse_port
+        plain = await _listen(
+            lambda: StratumProtocol(self), cfg.host, cfg.port, None, reuse_port=reuse
+        )
         tls: asyncio.base_events.Server | None = None
         if cfg.tls_port:
             try:
-                context = await asyncio.to_thread(_tls_context, cfg)
-                tls = await _listen(lambda: StratumProtocol(self), cfg.host, cfg.tls_port, context)
+                context = await asyncio.to_thread(tls_context, cfg)
+                tls = await _listen(
+                    lambda: StratumProtocol(self), cfg.host, cfg.tls_port, context,
+                    reuse_port=reuse,
+                )
             except BaseException:
                 plain.close()
                 raise
@@ -419,7 +436,8 @@ class StratumServer:
     def allocate_extranonce1(self) -> bytes:
         while True:
             self._next_extranonce = (self._next_extranonce + 1) & 0xFFFFFFFF
-            candidate = self._next_extranonce.to_bytes(4, "big")
+            value = self.extranonce_prefix | (self._next_extranonce & self.extranonce_mask)
+            candidate = value.to_bytes(4, "big")
             if candidate not in self._extranonces:
                 self._extranonces.add(candidate)
                 return candidate

@@ -1,0 +1,414 @@
+"""The main process's side of `[stratum] workers` > 1: Stratum served by worker processes.
+
+`WorkerGroup` stands where the single-process pool has its `StratumServer`: it reserves the
+port(s), starts the workers (`pool.worker`), sends them every new template, replays their share
+events into the pool's observers (stats, alerts), keeps a copy of each of their sessions for the
+API and metrics, takes their found blocks to the block submitter, answers their payout-address
+checks, and restarts a worker that dies. Miners on the other workers never notice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import errno
+import logging
+import socket
+import sys
+import time
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
+
+from .blocks import FoundBlock
+from .config import StratumConfig
+from .ipc import Channel, encode
+from .stratum.server import tls_context
+from .stratum.session import AddressRefused
+
+if TYPE_CHECKING:
+    from .app import Pool
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT = 60.0  # a worker's start-up (import, listen) on a slow box
+STOP_TIMEOUT = 45.0  # a worker's shutdown: reconnects sent, found blocks spooled
+RESTART_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)  # back-off between restarts of a dying worker
+BACKGROUND_WAIT_SECONDS = 30.0
+
+
+class RemoteSession:
+    """The main process's copy of one worker's miner connection (a `MinerView`)."""
+
+    __slots__ = (
+        "sid", "peer", "connected_at", "address", "worker", "difficulty", "user_agent",
+        "mining", "closed", "worker_index",
+    )
+
+    def __init__(self, sid: bytes, peer: str, connected_at: float, worker_index: int) -> None:
+        self.sid = sid
+        self.peer = peer
+        self.connected_at = connected_at
+        self.worker_index = worker_index
+        self.address: str | None = None
+        self.worker = ""
+        self.difficulty = 0.0
+        self.user_agent = ""
+        self.mining = False
+        self.closed = False
+
+    @property
+    def extranonce1(self) -> bytes:
+        return self.sid
+
+
+class ShareFacts:
+    """An accepted share as observers see it (a `ShareView`)."""
+
+    __slots__ = ("difficulty", "is_block")
+
+    def __init__(self, difficulty: float, is_block: bool) -> None:
+        self.difficulty = difficulty
+        self.is_block = is_block
+
+
+class WorkerProcess:
+    """One worker: its process, its channel, and the sessions it reported."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.process: asyncio.subprocess.Process | None = None
+        self.channel: Channel | None = None
+        self.sessions: dict[bytes, RemoteSession] = {}
+        self.ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.stopped = False  # it said goodbye (a clean stop)
+        self.restarts = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """Check nothing else listens on host:port, and hold it (bound with SO_REUSEPORT, never
+    listening, so it takes no connections) until the workers listen: port 0 picks one port
+    for all of them, and no other program can take it in between."""
+    bind_host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
+    infos = socket.getaddrinfo(
+        bind_host, port, family if ":" in bind_host else socket.AF_UNSPEC, socket.SOCK_STREAM,
+        flags=socket.AI_PASSIVE,
+    )
+    family, _, _, _, address = infos[0]
+
+    def make(reuse_port: bool) -> socket.socket:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and bind_host == "::":
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        return sock
+
+    # Without SO_REUSEPORT first: that bind fails if anyone (even another solopool with
+    # workers) has the port, instead of silently sharing its miners with it.
+    probe = make(False)
+    try:
+        probe.bind(address)
+        chosen = probe.getsockname()[1]
+    finally:
+        probe.close()
+    holder = make(True)
+    try:
+        holder.bind((address[0], chosen, *address[2:]))
+    except BaseException:
+        holder.close()
+        raise
+    return holder
+
+
+class WorkerGroup:
+    """`[stratum] workers` Stratum processes on one port; the pool's `stratum` in that mode."""
+
+    def __init__(self, pool: Pool, count: int) -> None:
+        self.pool = pool
+        self.count = count
+        self.workers: list[WorkerProcess] = []
+        self.background: set[asyncio.Future[Any]] = set()
+        self.refused = 0  # not tracked across processes (the workers log their refusals)
+        self.timed_out = 0
+        self._holders: list[socket.socket] = []
+        self._port = 0
+        self._tls_port: int | None = None
+        self._closing = False
+        self._supervisors: set[asyncio.Task[None]] = set()
+        self._answers: set[asyncio.Task[None]] = set()
+
+    # --- what the pool and the API read -------------------------------------------------------
+
+    @property
+    def sessions(self) -> list[RemoteSession]:
+        return [s for w in self.workers for s in w.sessions.values()]
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def tls_port(self) -> int | None:
+        return self._tls_port
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.pid for w in self.workers if w.pid is not None]
+
+    # --- start and stop -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.pool.config
+        if cfg.tls_port:
+            await asyncio.to_thread(tls_context, cfg)  # checks the files; makes a self-signed one
+        holder = reserve_port(cfg.host, cfg.port)
+        self._holders.append(holder)
+        self._port = holder.getsockname()[1]
+        if cfg.tls_port:
+            tls_holder = reserve_port(cfg.host, cfg.tls_port)
+            self._holders.append(tls_holder)
+            self._tls_port = tls_holder.getsockname()[1]
+        self.workers = [WorkerProcess(i) for i in range(self.count)]
+        try:
+            pids = await asyncio.gather(*(self._launch(w) for w in self.workers))
+        except BaseException:
+            await self._terminate_all()
+            self._release_ports()
+            raise
+        log.info(
+            "Stratum listening on %s:%d in %d worker processes (pids %s)",
+            cfg.host, self._port, self.count, ", ".join(map(str, pids)),
+        )
+        if self._tls_port is not None:
+            log.info("Stratum over TLS (stratum+ssl) on %s:%d", cfg.host, self._tls_port)
+
+    def _worker_config(self) -> StratumConfig:
+        return dataclasses.replace(
+            self.pool.config, port=self._port, tls_port=self._tls_port or 0
+        )
+
+    async def _launch(self, w: WorkerProcess) -> int:
+        """Start worker `w` and wait until it listens; returns its pid."""
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            w.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "pool.worker", str(child.fileno()),
+                pass_fds=(child.fileno(),),
+            )
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        w.ready = asyncio.get_running_loop().create_future()
+        w.stopped = False
+        w.channel = await Channel.open(
+            parent, lambda message: self._on_message(w, message), lambda: self._on_closed(w)
+        )
+        pool = self.pool
+        w.channel.send((
+            "start", self._worker_config(), pool.full_config.pool.data_dir, w.index, pool.chain,
+            pool.jobs.template, pool.jobs.coinbase_tag, logging.getLogger().getEffectiveLevel(),
+        ))
+        supervisor = asyncio.create_task(self._supervise(w), name=f"worker-{w.index}")
+        self._supervisors.add(supervisor)
+        supervisor.add_done_callback(self._supervisors.discard)
+        try:
+            return await asyncio.wait_for(asyncio.shield(w.ready), READY_TIMEOUT)
+        except TimeoutError:
+            raise OSError(
+                errno.ETIMEDOUT, f"Stratum worker {w.index} did not start in {READY_TIMEOUT:g} s"
+            ) from None
+
+    async def _supervise(self, w: WorkerProcess) -> None:
+        process = w.process
+        assert process is not None
+        code = await process.wait()
+        if not w.ready.done():
+            w.ready.set_exception(
+                OSError(errno.ECHILD, f"Stratum worker {w.index} exited with code {code}")
+            )
+        self._drop_sessions(w)
+        if self._closing or w.process is not process:
+            return
+        if not w.stopped:
+            delay = RESTART_SECONDS[min(w.restarts, len(RESTART_SECONDS) - 1)]
+            log.error(
+                "Stratum worker %d (pid %d) exited with code %s; its miners reconnect to the "
+                "others, restarting it in %g s", w.index, process.pid, code, delay,
+            )
+            await asyncio.sleep(delay)
+            if self._closing:
+                return
+            w.restarts += 1
+            try:
+                pid = await self._launch(w)
+            except OSError as exc:
+                log.error("Stratum worker %d could not restart: %s", w.index, exc.strerror)
+                return
+            log.warning("Stratum worker %d restarted (pid %d)", w.index, pid)
+
+    async def close(self) -> None:
+        """Have every worker send its miners `client.reconnect`, spool its found blocks and
+        exit; wait for the blocks they handed over to be spooled here. Safe to call twice."""
+        self._closing = True
+        for w in self.workers:
+            if w.channel is not None:
+                w.channel.send(("stop",))
+        await self._wait_exit(STOP_TIMEOUT)
+        await self._terminate_all()
+        self._release_ports()
+        for task in list(self._answers):
+            task.cancel()
+        if self.background:
+            done, pending = await asyncio.wait(
+                set(self.background), timeout=BACKGROUND_WAIT_SECONDS
+            )
+            if pending:
+                log.error("%d found block(s) still not spooled at shutdown", len(pending))
+
+    async def _wait_exit(self, timeout: float) -> None:
+        waits = [w.process.wait() for w in self.workers if w.process is not None]
+        if waits:
+            await asyncio.wait({asyncio.ensure_future(x) for x in waits}, timeout=timeout)
+
+    async def _terminate_all(self) -> None:
+        for w in self.workers:
+            process = w.process
+            if process is not None and process.returncode is None:
+                log.warning("Stratum worker %d did not stop; killing it", w.index)
+                process.kill()
+        await self._wait_exit(5.0)
+        for w in self.workers:
+            if w.channel is not None:
+                w.channel.close()
+            self._drop_sessions(w)
+
+    def _release_ports(self) -> None:
+        for holder in self._holders:
+            holder.close()
+        self._holders = []
+
+    # --- work -----------------------------------------------------------------------------------
+
+    def broadcast(self, clean: bool) -> int:
+        """Send the current template to every worker (they build and send the jobs); returns
+        how many miners they have."""
+        template = self.pool.jobs.template
+        if template is None:
+            return 0
+        data = encode(("template", template, self.pool.jobs.coinbase_tag))
+        for w in self.workers:
+            channel = w.channel
+            if channel is not None and not channel.closed and channel.transport is not None:
+                channel.transport.write(data)
+        return sum(1 for w in self.workers for s in w.sessions.values() if s.mining)
+
+    def apply_config(self, cfg: StratumConfig) -> int:
+        """A reloaded config: each worker applies it (and logs what it closed)."""
+        for w in self.workers:
+            if w.channel is not None:
+                w.channel.send(("config", self._worker_config()))
+        return 0
+
+    def run_soon(self, awaitable: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(awaitable)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    # --- from the workers -------------------------------------------------------------------------
+
+    def _on_message(self, w: WorkerProcess, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "events":
+            self._replay(w, message[1])
+        elif kind == "block":
+            self._block(message[1])
+        elif kind == "resolve":
+            task = asyncio.ensure_future(self._resolve(w, message[1], message[2]))
+            self._answers.add(task)
+            task.add_done_callback(self._answers.discard)
+        elif kind == "ready":
+            if not w.ready.done():
+                w.ready.set_result(message[1])
+            w.restarts = 0
+        elif kind == "failed":
+            if not w.ready.done():
+                w.ready.set_exception(OSError(message[1], message[2]))
+        elif kind == "stopped":
+            w.stopped = True
+        else:
+            log.error("unknown message %r from Stratum worker %d", kind, w.index)
+
+    def _on_closed(self, w: WorkerProcess) -> None:
+        if not w.ready.done():
+            w.ready.set_exception(
+                OSError(errno.EPIPE, f"Stratum worker {w.index} closed its channel")
+            )
+
+    def _replay(self, w: WorkerProcess, events: list[tuple[Any, ...]]) -> None:
+        pool = self.pool
+        sessions = w.sessions
+        for event in events:
+            kind = event[0]
+            if kind == "r":
+                s = sessions.get(event[1]) or self._detached(w, event[1])
+                s.address, s.worker = event[2], event[3]
+                pool.share_rejected(s, event[4], event[5])
+            elif kind == "a":
+                s = sessions.get(event[1]) or self._detached(w, event[1])
+                s.address, s.worker = event[2], event[3]
+                pool.share_accepted(s, ShareFacts(event[4], event[5]), event[6])
+            elif kind == "u":
+                s = sessions.get(event[1]) or self._detached(w, event[1])
+                s.address, s.worker, s.difficulty, s.user_agent, s.mining = event[2:7]
+            elif kind == "c":
+                s = RemoteSession(event[1], event[2], event[3], w.index)
+                sessions[s.sid] = s
+                pool.events.connect(s)
+            elif kind == "d":
+                gone = sessions.pop(event[1], None)
+                if gone is not None:
+                    gone.closed = True
+                    pool.events.disconnect(gone)
+
+    @staticmethod
+    def _detached(w: WorkerProcess, sid: bytes) -> RemoteSession:
+        """A session whose connect event was lost (cannot happen in order; kept for safety)."""
+        s = RemoteSession(sid, "", time.monotonic(), w.index)
+        w.sessions[sid] = s
+        return s
+
+    def _drop_sessions(self, w: WorkerProcess) -> None:
+        sessions, w.sessions = w.sessions, {}
+        for s in sessions.values():
+            s.closed = True
+            self.pool.events.disconnect(s)
+
+    def _block(self, fields: dict[str, Any]) -> None:
+        block = FoundBlock(**fields)
+        log.warning(
+            "BLOCK FOUND height=%d hash=%s worker=%s; submitting",
+            block.height, block.hash, block.worker,
+        )
+        self.run_soon(self.pool.spool_and_submit(block))
+
+    async def _resolve(self, w: WorkerProcess, request: int, address: str) -> None:
+        script: bytes | None = None
+        refusal: str | None = None
+        error: str | None = None
+        try:
+            script = await self.pool.resolve_payout(address)
+        except AddressRefused as exc:
+            refusal = str(exc)
+        except Exception as exc:
+            log.error("checking payout address %s failed: %r", address[:100], exc)
+            error = "the pool could not check the address"
+        if w.channel is not None:
+            w.channel.send(("resolved", request, script, refusal, error))

@@ -1,0 +1,237 @@
+"""`[stratum] workers = N`: Stratum served by N worker processes on one port (SO_REUSEPORT),
+against a real regtest node. The pool under test runs in this process; its workers are real
+child processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pool.app import Pool, StartupError
+from pool.config import ConfigError, parse_config
+from pool.workers import WorkerGroup, reserve_port
+from tests.conftest import PoolFactory
+from tests.regtest import RegtestNode
+from tests.shares_util import find_nonce
+from tests.stratum_client import StratumTestClient
+from tests.test_stratum_regtest import last_notify, mining_client, submit_params, wait_height
+
+
+def group(pool: Pool) -> WorkerGroup:
+    assert isinstance(pool.stratum, WorkerGroup)
+    return pool.stratum
+
+
+async def eventually(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
+    async with asyncio.timeout(timeout):
+        while not (value := predicate()):
+            await asyncio.sleep(0.05)
+        return value
+
+
+async def clients_on_every_worker(
+    pool: Pool, user: str, workers: int, at_most: int = 64
+) -> list[StratumTestClient]:
+    """Connect miners until every worker process has one (the kernel picks the worker)."""
+    clients: list[StratumTestClient] = []
+    while len({c.extranonce1[0] for c in clients}) < workers:
+        assert len(clients) < at_most, "SO_REUSEPORT never picked some worker"
+        clients.append(await mining_client(pool.stratum.port, user))
+    return clients
+
+
+def one_per_worker(clients: list[StratumTestClient]) -> list[StratumTestClient]:
+    by_worker: dict[int, StratumTestClient] = {}
+    for c in clients:
+        by_worker.setdefault(c.extranonce1[0], c)
+    return [by_worker[k] for k in sorted(by_worker)]
+
+
+async def new_block_job(client: StratumTestClient, tip: str) -> None:
+    """Wait for the clean mining.notify that builds on block `tip`."""
+    prev = _stratum_prev(tip)
+    await eventually(lambda: any(
+        m["method"] == "mining.notify" and m["params"][8] is True
+        and bytes.fromhex(m["params"][1]) == prev
+        for m in client.notifications
+    ))
+
+
+def test_config_workers_bounds(tmp_path: Path) -> None:
+    assert parse_config({"stratum": {"workers": 4}}, tmp_path).stratum.workers == 4
+    assert parse_config({}, tmp_path).stratum.workers == 1
+    for bad in (0, 65, "two", 1.5):
+        with pytest.raises(ConfigError, match=r"\[stratum\] workers"):
+            parse_config({"stratum": {"workers": bad}}, tmp_path)
+
+
+async def test_workers_mine_blocks_and_report_shares(
+    node: RegtestNode, start_pool: PoolFactory
+) -> None:
+    pool = await start_pool(node, workers=2)
+    workers = group(pool)
+    assert len(workers.pids) == 2 and os.getpid() not in workers.pids
+    address = node.new_address("bech32")
+    clients = await clients_on_every_worker(pool, address + ".rig", 2)
+    # extranonce1's top byte names the worker, so no two miners share a coinbase.
+    assert len({c.extranonce1 for c in clients}) == len(clients)
+    assert {c.extranonce1[0] for c in clients} == {0, 1}
+
+    # The main process sees every miner (for the API and metrics) within a snapshot period.
+    await eventually(lambda: sum(s.mining for s in workers.sessions) == len(clients))
+    assert {s.address for s in workers.sessions} == {address}
+
+    # Every worker's miner finds a block; each is submitted by the main process and accepted.
+    found = 0
+    for client in one_per_worker(clients):
+        height = node.rpc("getblockcount")
+        notify = last_notify(client)
+        en2 = bytes(8)
+        nonce = find_nonce(notify, client.extranonce1, en2, meets=True)
+        res = await client.request(
+            "mining.submit", submit_params(address + ".rig", notify, en2, nonce)
+        )
+        assert res["result"] is True, res
+        await wait_height(node, height + 1)
+        found += 1
+        block = node.rpc("getblock", node.rpc("getbestblockhash"), 2)
+        payout = block["tx"][0]["vout"][0]["scriptPubKey"]["address"]
+        assert payout == address
+        # Every miner on every worker gets the new block's clean job.
+        tip = node.rpc("getbestblockhash")
+        for c in clients:
+            await new_block_job(c, tip)
+    assert found == 2
+    # Shares reached the stats in the main process: the two blocks were accepted shares.
+    await eventually(lambda: pool.shares_accepted >= 2)
+    await eventually(lambda: sum(b.status == "accepted" for b in pool.stats.blocks.values()) == 2)
+    for c in clients:
+        await c.close()
+
+
+def _stratum_prev(display_hash: str) -> bytes:
+    from pool.consensus.block import stratum_prevhash
+
+    return bytes.fromhex(stratum_prevhash(display_hash))
+
+
+async def test_rejects_counted_in_main_process(node: RegtestNode, start_pool: PoolFactory) -> None:
+    pool = await start_pool(node, workers=2, start_difficulty=0.001)
+    address = node.new_address("bech32")
+    clients = await clients_on_every_worker(pool, address + ".w", 2)
+    for c in clients:
+        notify = last_notify(c)
+        en2 = bytes.fromhex("00000000000000aa")
+        low = find_nonce(notify, c.extranonce1, en2, meets=False)
+        res = await c.request("mining.submit", submit_params(address + ".w", notify, en2, low))
+        assert res["error"][0] == 23, res
+    await eventually(lambda: pool.shares_rejected == len(clients))
+    await eventually(lambda: pool.stats.workers.get(address + ".w") is not None)
+    assert pool.stats.workers[address + ".w"].rejected == len(clients)
+    for c in clients:
+        await c.close()
+    await eventually(lambda: not group(pool).sessions)
+
+
+async def test_refused_address_answered_by_main_process(
+    node: RegtestNode, start_pool: PoolFactory
+) -> None:
+    pool = await start_pool(node, workers=2)
+    client = await StratumTestClient.connect("127.0.0.1", pool.stratum.port)
+    await client.request("mining.subscribe", ["test/1"])
+    mainnet = "1BoatSLRHtKNngkdXEeobR76b53LETtpyT"
+    res = await client.reply(client.send("mining.authorize", [mainnet]))
+    assert res["result"] is False and res["error"][0] == 24, res
+    assert "not a valid regtest address" in res["error"][1]
+    await client.close()
+
+
+async def test_dead_worker_restarted_others_unaffected(
+    node: RegtestNode, start_pool: PoolFactory
+) -> None:
+    pool = await start_pool(node, workers=2)
+    workers = group(pool)
+    address = node.new_address("bech32")
+    clients = await clients_on_every_worker(pool, address, 2)
+    victim_pid = workers.workers[0].pid
+    assert victim_pid is not None
+    os.kill(victim_pid, signal.SIGKILL)
+    # The main process notices, forgets the dead worker's miners and starts a new worker.
+    await eventually(lambda: workers.workers[0].pid not in (None, victim_pid), timeout=30)
+    await eventually(lambda: workers.workers[0].ready.done())
+    survivors = [c for c in clients if c.extranonce1[0] == 1]
+    # Miners on the other worker keep getting work: a new block reaches them.
+    node.generate(1)
+    tip = node.rpc("getbestblockhash")
+    assert survivors
+    for c in survivors:
+        await new_block_job(c, tip)
+    # New miners can reach both workers again.
+    again = await clients_on_every_worker(pool, address + ".back", 2)
+    for c in clients + again:
+        await c.close()
+
+
+async def test_stop_sends_reconnect_and_ends_workers(
+    node: RegtestNode, start_pool: PoolFactory
+) -> None:
+    pool = await start_pool(node, workers=2)
+    pids = group(pool).pids
+    clients = await clients_on_every_worker(pool, node.new_address("bech32"), 2)
+    async with asyncio.timeout(60):
+        await pool.stop()
+    for c in clients:
+        await c.notification("client.reconnect")
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+async def test_busy_port_is_a_clear_startup_error(node: RegtestNode, tmp_path: Path) -> None:
+    from tests.conftest import pool_config
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    pool = Pool(pool_config(node, tmp_path / "data", None, workers=2, port=port))
+    try:
+        with pytest.raises(StartupError, match=f"cannot listen for miners on 127.0.0.1:{port}"):
+            await pool.start()
+    finally:
+        await pool.stop()
+        taken.close()
+
+
+def test_reserve_port_holds_without_taking_connections() -> None:
+    holder = reserve_port("127.0.0.1", 0)
+    port = holder.getsockname()[1]
+    try:
+        # Nobody else can have the port while it is held...
+        other = socket.socket()
+        with pytest.raises(OSError):
+            other.bind(("127.0.0.1", port))
+        other.close()
+        # ...and nothing listens there: connecting is refused, not queued.
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        holder.close()
+    # Another pool's workers listening there with SO_REUSEPORT: refused, not shared.
+    listening = socket.socket()
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    listening.bind(("127.0.0.1", 0))
+    listening.listen()
+    try:
+        with pytest.raises(OSError):
+            reserve_port("127.0.0.1", listening.getsockname()[1]).close()
+    finally:
+        listening.close()
