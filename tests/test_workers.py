@@ -5,6 +5,7 @@ child processes."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import socket
@@ -18,9 +19,10 @@ from pool.app import Pool, StartupError
 from pool.config import ConfigError, parse_config
 from pool.workers import WorkerGroup, reserve_port
 from tests.conftest import PoolFactory
-from tests.regtest import RegtestNode
+from tests.regtest import RegtestNode, free_port
 from tests.shares_util import find_nonce
 from tests.stratum_client import StratumTestClient
+from tests.test_lifecycle import PoolProcess, closed_by_pool, write_config
 from tests.test_stratum_regtest import last_notify, mining_client, submit_params, wait_height
 
 
@@ -235,3 +237,79 @@ def test_reserve_port_holds_without_taking_connections() -> None:
             reserve_port("127.0.0.1", listening.getsockname()[1]).close()
     finally:
         listening.close()
+
+
+async def test_reload_reaches_every_worker(
+    node: RegtestNode, start_pool: PoolFactory, tmp_path: Path
+) -> None:
+    """SIGHUP's reload applies in the workers: allowed addresses close the miners of the others,
+    a new coinbase tag is in the next jobs of every worker."""
+    pool = await start_pool(node, workers=2)
+    port = pool.stratum.port
+    keep, drop = node.new_address("bech32"), node.new_address("bech32")
+    kept = await clients_on_every_worker(pool, keep + ".a", 2)
+    dropped = await clients_on_every_worker(pool, drop + ".b", 2)
+    config = write_config(tmp_path / "solopool.toml", node, port, allowed_addresses=[keep])
+    config.write_text(config.read_text().replace('[pool]\n', '[pool]\ncoinbase_tag = "/mp/"\n'))
+    pool.full_config = dataclasses.replace(pool.full_config, source=config)
+    applied = await pool.reload_config()
+    assert f"[stratum] allowed_addresses: () -> ('{keep}',)" in applied
+    assert "[pool] coinbase_tag: '/solopool/' -> '/mp/'" in applied
+    for c in dropped:
+        await closed_by_pool(c)
+    for c in kept:
+        await eventually(lambda c=c: b"/mp/".hex() in last_notify(c)[2])
+        assert (await c.request("mining.ping", []))["result"] == "pong"
+    for c in kept:
+        await c.close()
+
+
+def _worker_pids(parent: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent:
+                pids.append(int(entry.name))
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by its dead parent's reaper) is not running.
+    return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+async def test_pool_process_with_workers_ends_cleanly(
+    node: RegtestNode, tmp_path: Path, sig: signal.Signals
+) -> None:
+    """The real `solopool` with workers = 2: SIGTERM is a clean stop (reconnect, exit 0); after
+    SIGKILL of the main process its workers notice, send their miners client.reconnect and
+    exit instead of holding the port with nobody giving them templates."""
+    port = free_port()
+    proc = await PoolProcess.start(write_config(tmp_path / "solopool.toml", node, port, workers=2))
+    try:
+        await proc.wait_log("in 2 worker processes", timeout=60)
+        children = _worker_pids(proc.proc.pid)
+        assert len(children) == 2, children
+        user = node.new_address("bech32")
+        clients = [await mining_client(port, f"{user}.rig{i}") for i in range(4)]
+        proc.proc.send_signal(sig)
+        for client in clients:
+            await client.notification("client.reconnect", timeout=15)
+            await closed_by_pool(client)
+        if sig == signal.SIGTERM:
+            assert await proc.wait() == 0, proc.output[-3000:]
+        await eventually(lambda: not any(_alive(pid) for pid in children), timeout=30)
+    finally:
+        await proc.kill()
+    assert "Traceback" not in proc.output, proc.output[-3000:]
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", port)
