@@ -97,10 +97,14 @@ class Channel(asyncio.Protocol):
 
     def send(self, message: Any) -> bool:
         """Queue a message; False when the channel is closed (the message is dropped)."""
+        return self.send_encoded(encode(message))
+
+    def send_encoded(self, data: bytes) -> bool:
+        """Queue a message already `encode`d (one encoding for several channels)."""
         transport = self.transport
         if self.closed or transport is None or transport.is_closing():
             return False
-        transport.write(encode(message))
+        transport.write(data)
         return True
 
     def close(self) -> None:

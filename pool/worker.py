@@ -43,7 +43,7 @@ MAX_BATCH = 4096  # events per message at most
 SNAPSHOT_SECONDS = 1.0  # how often changed session state (difficulty, agent...) is reported
 
 # Event tuples (the first item says which):
-#   ("c", sid, peer, connected_at)            a miner connected
+#   ("c", sid, connected_at)                  a miner connected
 #   ("d", sid)                                it disconnected
 #   ("a", sid, address, worker, achieved, is_block, difficulty)   an accepted share
 #   ("r", sid, address, worker, code, reason)                      a rejected share
@@ -182,7 +182,7 @@ class WorkerPool:
     # --- events -----------------------------------------------------------------------------------
 
     def _connected(self, session: Session) -> None:
-        self._queue(("c", session.extranonce1, session.peer, session.connected_at))
+        self._queue(("c", session.extranonce1, session.connected_at))
 
     def _gone(self, session: Session) -> None:
         self._reported.pop(session.extranonce1, None)

@@ -40,13 +40,12 @@ class RemoteSession:
     """The main process's copy of one worker's miner connection (a `MinerView`)."""
 
     __slots__ = (
-        "sid", "peer", "connected_at", "address", "worker", "difficulty", "user_agent",
-        "mining", "closed", "worker_index",
+        "sid", "connected_at", "address", "worker", "difficulty", "user_agent", "mining",
+        "closed", "worker_index",
     )
 
-    def __init__(self, sid: bytes, peer: str, connected_at: float, worker_index: int) -> None:
+    def __init__(self, sid: bytes, connected_at: float, worker_index: int) -> None:
         self.sid = sid
-        self.peer = peer
         self.connected_at = connected_at
         self.worker_index = worker_index
         self.address: str | None = None
@@ -305,9 +304,8 @@ class WorkerGroup:
             return 0
         data = encode(("template", template, self.pool.jobs.coinbase_tag))
         for w in self.workers:
-            channel = w.channel
-            if channel is not None and not channel.closed and channel.transport is not None:
-                channel.transport.write(data)
+            if w.channel is not None:
+                w.channel.send_encoded(data)
         return sum(1 for w in self.workers for s in w.sessions.values() if s.mining)
 
     def apply_config(self, cfg: StratumConfig) -> int:
@@ -369,7 +367,7 @@ class WorkerGroup:
                 s = sessions.get(event[1]) or self._detached(w, event[1])
                 s.address, s.worker, s.difficulty, s.user_agent, s.mining = event[2:7]
             elif kind == "c":
-                s = RemoteSession(event[1], event[2], event[3], w.index)
+                s = RemoteSession(event[1], event[2], w.index)
                 sessions[s.sid] = s
                 pool.events.connect(s)
             elif kind == "d":
@@ -381,7 +379,7 @@ class WorkerGroup:
     @staticmethod
     def _detached(w: WorkerProcess, sid: bytes) -> RemoteSession:
         """A session whose connect event was lost (cannot happen in order; kept for safety)."""
-        s = RemoteSession(sid, "", time.monotonic(), w.index)
+        s = RemoteSession(sid, time.monotonic(), w.index)
         w.sessions[sid] = s
         return s
 
