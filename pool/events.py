@@ -5,6 +5,7 @@ logged and swallowed by `Events`."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -68,21 +69,35 @@ class PoolListener:
         """A miner disconnected."""
 
 
+_EVENTS = tuple(name for name in vars(PoolListener) if name.startswith("on_"))
+
+
 class Events:
     """Fans each event out to the registered listeners, isolating their failures."""
 
     def __init__(self) -> None:
         self.listeners: list[PoolListener] = []
+        # event name -> the bound methods of the listeners that override it (built on add):
+        # no getattr and no call of an empty default for every share.
+        self._handlers: dict[str, list[Callable[..., None]]] = {}
 
     def add(self, listener: PoolListener) -> None:
         self.listeners.append(listener)
+        self._handlers = {
+            name: [
+                handler for each in self.listeners
+                if getattr(handler := getattr(each, name), "__func__", None)
+                is not getattr(PoolListener, name)
+            ]
+            for name in _EVENTS
+        }
 
     def _each(self, name: str, *args: object) -> None:
-        for listener in self.listeners:
+        for handler in self._handlers.get(name, ()):
             try:
-                getattr(listener, name)(*args)
+                handler(*args)
             except Exception:
-                log.exception("%s.%s failed", type(listener).__name__, name)
+                log.exception("%s failed", getattr(handler, "__qualname__", name))
 
     def share(self, session: MinerView, share: ShareView, difficulty: float) -> None:
         self._each("on_share", session, share, difficulty)
