@@ -10,12 +10,19 @@
 #      (memory, accept rate), then new-block fan-out at 1,000 and 10,000 miners (and at 1,000
 #      miners with 1,000 different payout addresses);
 #   3. solopool on the same node without ZMQ (longpoll): fan-out again.
+# With BENCH_WORKERS (default 2), solopool also runs as several processes (`[stratum] workers`:
+# Stratum workers sharing the port with SO_REUSEPORT under a coordinator): submit throughput
+# (200 miners x window 8 with 1 and 2 client processes, 1,000 miners x window 1) after part 1,
+# and 10,000 connections and ZMQ fan-out at 1,000 and 10,000 miners in part 2. Those rows are
+# labelled "workers=N" and sit next to the single-process ones; the pool's CPU, RSS and fds are
+# summed over all its processes.
 # Prints one table at the end; the JSON results stay in $BENCH_OUT.
 #
 # Env: BENCH_OUT (results directory, default a new /tmp/solopool-bench.*), BENCH_SUBMIT_SECONDS
 # (15), BENCH_BLOCKS (20), BENCH_FANOUT_MINERS (1000,10000), BENCH_CONNECTIONS (10000),
 # BENCH_TEMPLATE (tests/data/gbt_mainnet.json), BENCH_EXTRA_TXS (3000), BENCH_QUICK=1 (a short
-# smoke run: 3 s, 3 blocks, 200/1,000 miners), BITCOIND (as for the tests).
+# smoke run: 3 s, 3 blocks, 200/1,000 miners), BENCH_WORKERS (2; empty: no multi-process runs),
+# BITCOIND (as for the tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -30,6 +37,11 @@ FANOUT_MINERS=${BENCH_FANOUT_MINERS:-1000,10000}
 CONNECTIONS=${BENCH_CONNECTIONS:-10000}
 TEMPLATE=${BENCH_TEMPLATE:-tests/data/gbt_mainnet.json}
 EXTRA_TXS=${BENCH_EXTRA_TXS:-3000}
+WORKERS=${BENCH_WORKERS-2}  # set but empty: skip the multi-process runs
+if [ -n "$WORKERS" ] && ! [[ "$WORKERS" =~ ^[1-9][0-9]*$ ]]; then
+    echo "bench: BENCH_WORKERS must be a process count (or empty), not '$WORKERS'" >&2
+    exit 2
+fi
 OUT=${BENCH_OUT:-$(mktemp -d /tmp/solopool-bench.XXXXXX)}
 mkdir -p "$OUT/logs"
 OUT=$(cd "$OUT" && pwd)
@@ -114,16 +126,39 @@ os.chmod(path, 0o600)
 PYEOF
 }
 
+# The pool's process and its descendants (its Stratum workers when it runs several processes).
+pool_tree() {  # pid
+    "$PY" -c 'import sys; from pool.bench.procfs import PoolProcesses as P
+print(*P([int(sys.argv[1])]).pids())' "$1" 2>/dev/null || echo "$1"
+}
+
 POOL_PID=""
+POOL_PORT=""
 start_pool() {  # name, config, port
     .venv/bin/solopool --config "$2" >"$OUT/logs/pool-$1.log" 2>&1 &
     POOL_PID=$!
+    POOL_PORT=$3
     pids+=("$POOL_PID")
     wait_port "$3" "solopool ($1)"
 }
-stop_pool() {
+stop_pool() {  # the pool stops its workers; any it leaves behind (by pid) are stopped too
+    local tree pid
+    read -r -a tree <<<"$(pool_tree "$POOL_PID")"
     kill -TERM "$POOL_PID" 2>/dev/null || true
     wait "$POOL_PID" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$POOL_PORT") 2>/dev/null || return 0
+        sleep 0.2
+    done
+    echo "bench: port $POOL_PORT still open after the pool (pid $POOL_PID) stopped;" \
+        "stopping what is left of its processes: ${tree[*]}" >&2
+    for pid in "${tree[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+}
+
+# Whether `write_config` kept [stratum] workers (a solopool without multi-process mode has no
+# such key: then the "workers=N" runs would measure a single process and are skipped).
+has_workers() {  # config
+    grep -q '^workers = ' "$1"
 }
 
 bench() {  # every run is bounded: the bench's own --max-seconds, and timeout(1) around it
@@ -184,6 +219,33 @@ bench submit --url "stratum+tcp://127.0.0.1:$PORT" --pool-pid "$POOL_PID" --chai
     "${FAKE_NODE[@]}" --seconds "$SUBMIT_SECONDS" --valid-ratio 1 \
     --label "valid shares, 1 client proc" --out "$OUT/submit-valid-1proc.json"
 stop_pool
+
+if [ -n "$WORKERS" ]; then
+    PORT=$(free_port)
+    write_config "$WORK/submit-workers.toml" "${fake_node_config[@]}" "${STRATUM_COMMON[@]}" \
+        "stratum.port=$PORT" "stratum.workers=$WORKERS" \
+        "pool.data_dir=\"$WORK/data-submit-workers\""
+    if has_workers "$WORK/submit-workers.toml"; then
+        say "submit throughput, random nonces, solopool with [stratum] workers = $WORKERS"
+        start_pool "submit-workers$WORKERS" "$WORK/submit-workers.toml" "$PORT"
+        bench submit --url "stratum+tcp://127.0.0.1:$PORT" --pool-pid "$POOL_PID" \
+            --chain main "${FAKE_NODE[@]}" --seconds "$SUBMIT_SECONDS" --client-procs 1 \
+            --label "workers=$WORKERS, random nonces, 1 client proc" \
+            --out "$OUT/submit-random-1proc-workers$WORKERS.json"
+        bench submit --url "stratum+tcp://127.0.0.1:$PORT" --pool-pid "$POOL_PID" \
+            --chain main "${FAKE_NODE[@]}" --seconds "$SUBMIT_SECONDS" --client-procs 2 \
+            --label "workers=$WORKERS, random nonces, 2 client procs" \
+            --out "$OUT/submit-random-2proc-workers$WORKERS.json"
+        bench submit --url "stratum+tcp://127.0.0.1:$PORT" --pool-pid "$POOL_PID" \
+            --chain main "${FAKE_NODE[@]}" --seconds "$SUBMIT_SECONDS" --miners 1000 \
+            --window 1 --label "workers=$WORKERS, random nonces, no pipelining" \
+            --out "$OUT/submit-random-window1-workers$WORKERS.json"
+        stop_pool
+    else
+        say "skipping the workers=$WORKERS runs: this solopool has no [stratum] workers"
+        WORKERS=""
+    fi
+fi
 kill -TERM "$FAKE_PID" 2>/dev/null || true
 wait "$FAKE_PID" 2>/dev/null || true
 
@@ -228,6 +290,26 @@ bench fanout --url "stratum+tcp://127.0.0.1:$PORT" --pool-pid "$POOL_PID" "${NOD
     --label "pool on ZMQ, one address per miner" --out "$OUT/fanout-zmq-addresses.json"
 stop_pool
 
+if [ -n "$WORKERS" ]; then
+    PORT=$(free_port)
+    write_config "$WORK/zmq-workers.toml" "${regtest_config[@]}" \
+        "node.zmq_hashblock=\"tcp://127.0.0.1:$ZMQ_PORT\"" "${STRATUM_COMMON[@]}" \
+        "stratum.port=$PORT" "stratum.workers=$WORKERS" "pool.data_dir=\"$WORK/data-zmq-workers\""
+    if has_workers "$WORK/zmq-workers.toml"; then
+        say "connections and fan-out with ZMQ, solopool with [stratum] workers = $WORKERS"
+        start_pool "zmq-workers$WORKERS" "$WORK/zmq-workers.toml" "$PORT"
+        bench connections --url "stratum+tcp://127.0.0.1:$PORT" --pool-pid "$POOL_PID" \
+            --chain regtest --miners "$CONNECTIONS" --hold 5 \
+            --label "zmq pool, workers=$WORKERS" --out "$OUT/connections-workers$WORKERS.json"
+        bench fanout --url "stratum+tcp://127.0.0.1:$PORT" --pool-pid "$POOL_PID" \
+            "${NODE_RPC[@]}" --miners "$FANOUT_MINERS" --blocks "$BLOCKS" \
+            --label "pool on ZMQ, workers=$WORKERS" --out "$OUT/fanout-zmq-workers$WORKERS.json"
+        stop_pool
+    else
+        say "skipping the workers=$WORKERS runs: this solopool has no [stratum] workers"
+    fi
+fi
+
 # --- 3. the same node, the pool on longpoll --------------------------------------------------------
 PORT=$(free_port)
 write_config "$WORK/longpoll.toml" "${regtest_config[@]}" "${STRATUM_COMMON[@]}" \
@@ -240,7 +322,16 @@ bench fanout --url "stratum+tcp://127.0.0.1:$PORT" --pool-pid "$POOL_PID" "${NOD
 stop_pool
 
 say "results (JSON in $OUT)"
-"$BENCH" report "$OUT"/submit-random-1proc.json "$OUT"/submit-random-2proc.json \
-    "$OUT"/submit-random-window1.json "$OUT"/submit-valid-1proc.json "$OUT"/connections.json "$OUT"/fanout-zmq.json \
-    "$OUT"/fanout-longpoll.json "$OUT"/fanout-zmq-addresses.json \
-    "$OUT"/fanout-mainnet-template.json --out "$OUT/all.json"
+# Each single-process run followed by its workers=N counterpart (when there is one).
+results=()
+for name in submit-random-1proc submit-random-2proc submit-random-window1 submit-valid-1proc \
+    connections fanout-zmq fanout-longpoll fanout-zmq-addresses fanout-mainnet-template; do
+    for file in "$OUT/$name.json" "$OUT/$name-workers${WORKERS:-0}.json"; do
+        if [ -f "$file" ]; then results+=("$file"); fi
+    done
+done
+if [ ${#results[@]} -eq 0 ]; then
+    echo "bench: no results" >&2
+    exit 1
+fi
+"$BENCH" report "${results[@]}" --out "$OUT/all.json"

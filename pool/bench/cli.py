@@ -88,8 +88,9 @@ def _client_args(p: argparse.ArgumentParser, miners_default: int | None) -> None
     p.add_argument("--addresses", type=_count, default=1,
                    help="distinct derived payout addresses, miners cycle over them (default 1)")
     p.add_argument("--pool-pid", type=int, default=None,
-                   help="the pool's process id for CPU/RSS (default: whoever listens on the "
-                   "port, when it is on this machine)")
+                   help="the pool's process id for CPU/RSS/fds; its descendants (e.g. Stratum "
+                   "worker processes) are summed in (default: whoever listens on the port, when "
+                   "it is on this machine; several listening processes: their common parent)")
     p.add_argument("--label", default="", help="a name for this run in the report")
     p.add_argument("--allow-remote", action="store_true",
                    help="allow a pool that is not on a loopback address")

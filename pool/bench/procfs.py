@@ -1,40 +1,86 @@
-"""What the bench reads about a process from /proc (Linux), and the file-descriptor limit.
+"""What the bench reads about the pool from /proc (Linux), and the file-descriptor limit.
 
-Everything here returns None instead of raising when /proc is not there or the process is gone,
-so a benchmark pointed at a remote pool still runs (without the pool-side figures).
+A pool may be several processes (a coordinator and Stratum workers sharing the port with
+SO_REUSEPORT): `PoolProcesses` measures a process and all its descendants, summing CPU, RSS,
+open fds and bytes written. Everything here returns None instead of raising when /proc is not
+there or a process is gone, so a benchmark pointed at a remote pool still runs (without the
+pool-side figures), and a process that starts or exits during a run does not break it.
 """
 
 from __future__ import annotations
 
 import os
 import resource
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PROC = Path("/proc")
 
+# A process is told apart from a later one that reuses its pid by its start time.
+ProcKey = tuple[int, int]  # (pid, starttime in clock ticks since boot)
+
 
 @dataclass(frozen=True)
 class ProcSample:
-    """One look at a process: CPU seconds (user + system), RSS, open fds, bytes written."""
+    """One look at the pool: CPU seconds (user + system), RSS, open fds, bytes written, summed
+    over its `processes`; per process (by `ProcKey`) the CPU seconds and bytes written, so that
+    two samples can be subtracted process by process."""
 
     cpu_seconds: float | None
     rss_kib: int | None
     fds: int | None
     write_bytes: int | None
+    processes: int | None = None
+    cpu_by_process: Mapping[ProcKey, float] = field(default_factory=dict)
+    writes_by_process: Mapping[ProcKey, int] = field(default_factory=dict)
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """utime + stime of the whole process (all threads), from /proc/<pid>/stat."""
+@dataclass(frozen=True)
+class ProcDelta:
+    """What the pool used between two samples. A process that exited in between is `exited`:
+    what it used since the first sample is lost (not counted). One that started in between is
+    `started`: counted from its start."""
+
+    cpu_seconds: float | None
+    write_bytes: int | None
+    exited: int = 0
+    started: int = 0
+
+    def notes(self) -> list[str]:
+        out = []
+        if self.exited:
+            out.append(
+                f"{self.exited} pool process(es) exited during the run: their CPU and disk "
+                "writes since the start of the run are not counted"
+            )
+        if self.started:
+            out.append(
+                f"{self.started} pool process(es) started during the run (counted from their "
+                "start)"
+            )
+        return out
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields 3.. of /proc/<pid>/stat (fields[0] is field 3, the state)."""
     try:
         text = (PROC / str(pid) / "stat").read_text()
     except OSError:
         return None
     # The command name (field 2) is in parentheses and may itself contain spaces or ")".
-    fields = text[text.rfind(")") + 2 :].split()
-    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-    ticks = int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return text[text.rfind(")") + 2 :].split()
+
+
+def _ticks_to_seconds(fields: list[str]) -> float:
+    # utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """utime + stime of the whole process (all threads), from /proc/<pid>/stat."""
+    fields = _stat_fields(pid)
+    return None if fields is None else _ticks_to_seconds(fields)
 
 
 def rss_kib(pid: int) -> int | None:
@@ -66,10 +112,144 @@ def write_bytes(pid: int) -> int | None:
     return None
 
 
+def parent_map() -> dict[int, int]:
+    """pid -> parent pid of every process on the machine (empty without /proc)."""
+    parents: dict[int, int] = {}
+    try:
+        entries = [e for e in os.listdir(PROC) if e.isdigit()]
+    except OSError:
+        return parents
+    for name in entries:
+        fields = _stat_fields(int(name))
+        if fields is not None:
+            parents[int(name)] = int(fields[1])  # field 4: ppid
+    return parents
+
+
+def ancestors(pid: int, parents: Mapping[int, int]) -> list[int]:
+    """`pid`'s parent, grandparent, ... up to (and including) pid 1, from `parents`."""
+    chain: list[int] = []
+    seen = {pid}
+    current = parents.get(pid)
+    while current is not None and current > 0 and current not in seen:
+        chain.append(current)
+        seen.add(current)
+        current = parents.get(current)
+    return chain
+
+
+def descendants(roots: Iterable[int], parents: Mapping[int, int],
+                skip: Iterable[int] = ()) -> list[int]:
+    """`roots` and every process below them, each once (roots first). A process in `skip` is
+    left out with everything below it, unless it is itself a root (then only it is kept)."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parents.items():
+        children.setdefault(ppid, []).append(pid)
+    root_list = list(dict.fromkeys(roots))
+    skipped = set(skip)
+    out: list[int] = []
+    seen: set[int] = set()
+    queue = list(root_list)
+    while queue:
+        pid = queue.pop(0)
+        if pid in seen:
+            continue
+        seen.add(pid)
+        out.append(pid)
+        if pid in skipped:
+            continue
+        queue.extend(c for c in sorted(children.get(pid, ())) if c not in skipped)
+    return out
+
+
+class PoolProcesses:
+    """The pool's processes: `roots` and (with `tree`) all their descendants, found afresh at
+    every sample so that workers started or restarted during a run are included.
+
+    The bench's own process and everything below it (its client processes) are never counted
+    as the pool's, unless the bench's process is itself the root (a pool run inside the
+    bench, as in the tests: then only that one process is measured).
+    """
+
+    def __init__(self, roots: Sequence[int], tree: bool = True) -> None:
+        if not roots:
+            raise ValueError("no pool process given")
+        self.roots = list(dict.fromkeys(roots))
+        self.tree = tree
+        self.own_pid = os.getpid()
+
+    @property
+    def pid(self) -> int:
+        """The (first) root: the pool's main process."""
+        return self.roots[0]
+
+    def pids(self) -> list[int]:
+        if not self.tree:
+            return list(self.roots)
+        parents = parent_map()
+        if not parents:
+            return list(self.roots)
+        # The bench inside the pool's process tree (a pool in the test harness): the harness's
+        # other children (nodes, the bench itself) are not the pool's.
+        mine = set(ancestors(self.own_pid, parents)) | {self.own_pid}
+        if any(root in mine for root in self.roots):
+            return list(self.roots)
+        return [p for p in descendants(self.roots, parents, skip=[self.own_pid]) if p in parents]
+
+    def sample(self) -> ProcSample:
+        cpu: dict[ProcKey, float] = {}
+        writes: dict[ProcKey, int] = {}
+        rss: list[int] = []
+        fds: list[int] = []
+        for pid in self.pids():
+            fields = _stat_fields(pid)
+            if fields is None:  # gone since the walk
+                continue
+            key = (pid, int(fields[19]))  # field 22: starttime
+            cpu[key] = _ticks_to_seconds(fields)
+            for value, values in ((rss_kib(pid), rss), (fd_count(pid), fds)):
+                if value is not None:
+                    values.append(value)
+            written = write_bytes(pid)
+            if written is not None:
+                writes[key] = written
+        if not cpu:
+            return ProcSample(None, None, None, None, 0)
+        return ProcSample(
+            cpu_seconds=sum(cpu.values()),
+            rss_kib=sum(rss) if rss else None,
+            fds=sum(fds) if fds else None,
+            write_bytes=sum(writes.values()) if writes else None,
+            processes=len(cpu),
+            cpu_by_process=cpu,
+            writes_by_process=writes,
+        )
+
+
 def sample(pid: int | None) -> ProcSample:
+    """One process on its own (no descendants)."""
     if pid is None:
         return ProcSample(None, None, None, None)
-    return ProcSample(cpu_seconds(pid), rss_kib(pid), fd_count(pid), write_bytes(pid))
+    return PoolProcesses([pid], tree=False).sample()
+
+
+def delta(before: ProcSample, after: ProcSample) -> ProcDelta:
+    """What the pool used from `before` to `after`, process by process: a process in both
+    counts its difference, a new one all it used, one that exited nothing (see `ProcDelta`)."""
+    if before.cpu_seconds is None or after.cpu_seconds is None:
+        return ProcDelta(None, None)
+    cpu = 0.0
+    for key, value in after.cpu_by_process.items():
+        cpu += value - before.cpu_by_process.get(key, 0.0)
+    written: int | None = None
+    if before.write_bytes is not None and after.write_bytes is not None:
+        written = sum(
+            value - before.writes_by_process.get(key, 0)
+            for key, value in after.writes_by_process.items()
+        )
+    exited = sum(1 for key in before.cpu_by_process if key not in after.cpu_by_process)
+    started = sum(1 for key in after.cpu_by_process if key not in before.cpu_by_process)
+    return ProcDelta(cpu, written, exited, started)
 
 
 def machine_cpu_seconds() -> tuple[float, float] | None:
@@ -98,8 +278,9 @@ def own_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def listening_pid(port: int) -> int | None:
-    """The process listening on TCP `port` on this machine, or None (found via socket inodes)."""
+def listening_pids(port: int) -> list[int]:
+    """Every process holding a socket listening on TCP `port` on this machine (several with
+    SO_REUSEPORT, or when listening sockets are inherited), found via socket inodes."""
     inodes: set[str] = set()
     for table in ("tcp", "tcp6"):
         try:
@@ -113,20 +294,64 @@ def listening_pid(port: int) -> int | None:
             if int(parts[1].rsplit(":", 1)[1], 16) == port:
                 inodes.add(f"socket:[{parts[9]}]")
     if not inodes:
-        return None
-    for entry in PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
+        return []
+    found: list[int] = []
+    try:
+        entries = sorted((e for e in os.listdir(PROC) if e.isdigit()), key=int)
+    except OSError:
+        return []
+    for name in entries:
+        fd_dir = PROC / name / "fd"
         try:
-            for fd in os.listdir(entry / "fd"):
-                try:
-                    if os.readlink(entry / "fd" / fd) in inodes:
-                        return int(entry.name)
-                except OSError:
-                    continue
+            fds = os.listdir(fd_dir)
         except OSError:
             continue
-    return None
+        for fd in fds:
+            try:
+                if os.readlink(fd_dir / fd) in inodes:
+                    found.append(int(name))
+                    break
+            except OSError:
+                continue
+    return found
+
+
+def _exe(pid: int) -> str | None:
+    try:
+        return os.readlink(PROC / str(pid) / "exe")
+    except OSError:
+        return None
+
+
+def pool_roots(pids: Sequence[int], parents: Mapping[int, int] | None = None) -> list[int]:
+    """The processes to measure (with their descendants) for these listening processes.
+
+    Listeners below another listener are dropped. Several left (Stratum workers each with
+    their own SO_REUSEPORT socket): their nearest common ancestor, when it runs the same
+    program as they do (the pool's coordinator, not the shell or init that started it);
+    otherwise the listeners themselves. Never the bench's own process or one of its
+    ancestors (pools started by a test harness that also runs the bench).
+    """
+    if parents is None:
+        parents = parent_map()
+    own = os.getpid()
+    mine = {own, *ancestors(own, parents)}
+    chains = {pid: ancestors(pid, parents) for pid in dict.fromkeys(pids)}
+    roots = [pid for pid, chain in chains.items() if not any(a in chains for a in chain)]
+    if len(roots) <= 1:
+        return roots
+    common = [a for a in chains[roots[0]] if all(a in chains[r] for r in roots[1:])]
+    if common and common[0] > 1 and common[0] not in mine:
+        exe = _exe(roots[0])
+        if exe is not None and _exe(common[0]) == exe:
+            return [common[0]]
+    return roots
+
+
+def listening_pid(port: int) -> int | None:
+    """The pool process listening on TCP `port` (the common parent of several workers), or None."""
+    roots = pool_roots(listening_pids(port))
+    return roots[0] if roots else None
 
 
 def raise_fd_limit(wanted: int | None = None) -> int:

@@ -83,6 +83,11 @@ def _lat(summary: dict[str, Any] | None) -> str:
     return f"p50 {summary['p50']:.2f} / p99 {summary['p99']:.2f} / max {summary['max']:.2f} ms"
 
 
+def _procs(count: Any, lead: str = ", ") -> str:
+    """", 3 processes" for a pool of several processes; nothing for one (or unknown)."""
+    return f"{lead}{count} processes" if isinstance(count, int) and count > 1 else ""
+
+
 def _load(load: dict[str, Any] | None) -> str:
     if not load or load.get("machine_busy_cores") is None:
         return "-"
@@ -90,9 +95,14 @@ def _load(load: dict[str, Any] | None) -> str:
     warn = "  << other programs were busy: figures are pessimistic" if other > 0.25 else ""
     return (
         f"machine {load['machine_busy_cores']:.2f} cores busy (pool "
-        f"{_fmt(load.get('pool_cores'))}, client {_fmt(load.get('client_cores'))}, other "
-        f"{_fmt(other)}){warn}"
+        f"{_fmt(load.get('pool_cores'))}{_procs(load.get('pool_processes'), ' in ')}, client "
+        f"{_fmt(load.get('client_cores'))}, other {_fmt(other)}){warn}"
     )
+
+
+def _notes(*lists: Any) -> list[tuple[str, str]]:
+    notes = dict.fromkeys(n for notes in lists if notes for n in notes)
+    return [("  note", str(n)) for n in notes]
 
 
 def rows_for(result: dict[str, Any]) -> list[tuple[str, str]]:
@@ -129,7 +139,7 @@ def rows_for(result: dict[str, Any]) -> list[tuple[str, str]]:
             (
                 "  pool CPU",
                 f"{_fmt(pool.get('cpu_seconds_per_1000'))} s per 1,000 submits "
-                f"({_fmt(pool.get('cpu_utilization'))} cores)",
+                f"({_fmt(pool.get('cpu_utilization'))} cores{_procs(pool.get('processes'))})",
             )
         )
         utils = ", ".join(_fmt(u) for u in client.get("cpu_utilization", []))
@@ -140,6 +150,7 @@ def rows_for(result: dict[str, Any]) -> list[tuple[str, str]]:
             rows.append(("  node RPC calls during run", _fmt(result["node_calls_during_run"])))
         if pool.get("disk_write_bytes") is not None:
             rows.append(("  pool disk writes during run", _fmt(pool["disk_write_bytes"], "B")))
+        rows.extend(_notes(pool.get("notes"), (result.get("load") or {}).get("notes")))
     elif kind == "fanout":
         for stage in result.get("stages", []):
             rows.append(
@@ -159,13 +170,15 @@ def rows_for(result: dict[str, Any]) -> list[tuple[str, str]]:
                 )
             )
             rows.append(("  load", _load(stage.get("load"))))
+            rows.extend(_notes(stage.get("pool_notes"), (stage.get("load") or {}).get("notes")))
     elif kind == "connections":
         rows.append((f"connections: {result['requested']:,} idle authorized miners{suffix}", ""))
         rows.append(
             (
                 "  held",
                 f"{result['ready']:,} authorized, {result['held']:,} still open after "
-                f"{result['hold_seconds']:g} s; pool has {_fmt(result.get('pool_fds'))} fds",
+                f"{result['hold_seconds']:g} s; pool has {_fmt(result.get('pool_fds'))} fds"
+                + _procs(result.get("pool_processes"), " in "),
             )
         )
         rows.append(
@@ -173,12 +186,19 @@ def rows_for(result: dict[str, Any]) -> list[tuple[str, str]]:
                 "  pool RSS per connection",
                 _fmt(result.get("rss_per_connection_bytes"), "B")
                 + f" ({_fmt(result.get('rss_before_kib'), 'KiB')} -> "
-                f"{_fmt(result.get('rss_after_kib'), 'KiB')})",
+                f"{_fmt(result.get('rss_after_kib'), 'KiB')}"
+                + (
+                    ", summed over the processes"
+                    if _procs(result.get("pool_processes"))
+                    else ""
+                )
+                + ")",
             )
         )
         rows.append(("  TCP connects", _fmt(result.get("connects_per_second"), "/s")))
         rows.append(("  full handshakes", _fmt(result.get("handshakes_per_second"), "/s")))
         rows.append(("  load while connecting", _load(result.get("load"))))
+        rows.extend(_notes(result.get("pool_notes"), (result.get("load") or {}).get("notes")))
     else:
         rows.append((f"{kind}{suffix}", ""))
         rows.append(("  result", str({k: v for k, v in result.items() if k != "machine"})))

@@ -137,12 +137,51 @@ def miner_users(settings: ClientSettings, count: int, chain: str) -> list[str]:
     return [f"{addresses[i % len(addresses)]}.b{i}" for i in range(count)]
 
 
-def resolve_pool_pid(settings: ClientSettings, target: PoolTarget) -> int | None:
+def resolve_pool(settings: ClientSettings, target: PoolTarget) -> procfs.PoolProcesses | None:
+    """The pool's processes: --pool-pid and its descendants, else (on this machine) whoever
+    listens on the port: their common parent process and its descendants (see procfs)."""
     if settings.pool_pid is not None:
-        return settings.pool_pid
+        return procfs.PoolProcesses([settings.pool_pid])
     if target.is_loopback:
-        return procfs.listening_pid(target.port)
+        roots = procfs.pool_roots(procfs.listening_pids(target.port))
+        if roots:
+            return procfs.PoolProcesses(roots)
     return None
+
+
+def sample_pool(pool: procfs.PoolProcesses | None) -> procfs.ProcSample:
+    return pool.sample() if pool is not None else procfs.ProcSample(None, None, None, None)
+
+
+def pool_in_bench(pool: procfs.PoolProcesses | None) -> bool:
+    """A pool running in the bench's own process (tests): its CPU is in the client's figure."""
+    return pool is not None and os.getpid() in pool.roots
+
+
+def _pool_info(pool: procfs.PoolProcesses | None, last: procfs.ProcSample) -> dict[str, Any]:
+    return {
+        "pid": None if pool is None else pool.pid,
+        "root_pids": None if pool is None else pool.roots,
+        "processes": last.processes,
+    }
+
+
+def _set_notes(
+    pool: procfs.PoolProcesses | None, samples: list[procfs.ProcSample]
+) -> list[str]:
+    """A note when the pool's processes changed between samples whose RSS (or fds) are
+    compared: the sums then cover different processes."""
+    if pool is None:
+        return []
+    keys = [set(s.cpu_by_process) for s in samples if s.cpu_seconds is not None]
+    if len(keys) < 2 or all(k == keys[0] for k in keys[1:]):
+        return []
+    exited = len(keys[0] - keys[-1])
+    started = len(keys[-1] - keys[0])
+    return [
+        f"the pool's processes changed during the run ({exited} exited, {started} started, "
+        f"{len(keys[-1])} at the end): RSS and fd figures compare different processes"
+    ]
 
 
 def check_target(settings: ClientSettings) -> PoolTarget:
@@ -219,10 +258,12 @@ class LoadMeter:
     """CPU use over a stretch of the run: the whole machine, the pool, the client processes,
     and what is left, i.e. load from other programs that makes the figures less reliable."""
 
-    def __init__(self, runners: list[Runner], pid: int | None) -> None:
+    def __init__(self, runners: list[Runner], pool: procfs.PoolProcesses | None) -> None:
         self.runners = runners
-        self.pid = pid
-        self._start: tuple[float, tuple[float, float] | None, float | None, float] | None = None
+        self.pool = pool
+        self._start: (
+            tuple[float, tuple[float, float] | None, procfs.ProcSample, float] | None
+        ) = None
 
     async def _clients(self) -> float:
         states = await asyncio.gather(*(r.call("status") for r in self.runners))
@@ -230,21 +271,25 @@ class LoadMeter:
 
     async def start(self) -> None:
         clients = await self._clients()
-        pool = procfs.cpu_seconds(self.pid) if self.pid is not None else None
-        self._start = (time.monotonic(), procfs.machine_cpu_seconds(), pool, clients)
+        self._start = (
+            time.monotonic(), procfs.machine_cpu_seconds(), sample_pool(self.pool), clients
+        )
 
     async def stop(self) -> dict[str, Any]:
         assert self._start is not None
         clients = await self._clients()
-        pool = procfs.cpu_seconds(self.pid) if self.pid is not None else None
+        pool = sample_pool(self.pool)
         now = time.monotonic()
         t0, machine0, pool0, clients0 = self._start
+        used = procfs.delta(pool0, pool)
         return load_summary(
             now - t0,
             procfs.busy_cores(machine0, procfs.machine_cpu_seconds(), now - t0),
-            None if pool is None or pool0 is None else (pool - pool0) / (now - t0),
+            None if used.cpu_seconds is None else used.cpu_seconds / (now - t0),
             (clients - clients0) / (now - t0),
-            pool_in_bench=self.pid == os.getpid(),
+            pool_in_bench=pool_in_bench(self.pool),
+            pool_processes=pool.processes,
+            notes=used.notes(),
         )
 
 
@@ -254,6 +299,8 @@ def load_summary(
     pool_cores: float | None,
     client_cores: float,
     pool_in_bench: bool,
+    pool_processes: int | None = None,
+    notes: list[str] | None = None,
 ) -> dict[str, Any]:
     other = None
     if machine_cores is not None:
@@ -266,6 +313,8 @@ def load_summary(
         "pool_cores": None if pool_cores is None else round(pool_cores, 3),
         "client_cores": round(client_cores, 3),
         "other_cores": None if other is None else round(max(other, 0.0), 3),
+        "pool_processes": pool_processes,
+        "notes": notes or [],
     }
 
 
@@ -312,7 +361,7 @@ def _connect_summary(conn: dict[str, Any]) -> dict[str, Any]:
 
 async def run_submit(settings: SubmitSettings) -> dict[str, Any]:
     target = check_target(settings)
-    pid = resolve_pool_pid(settings, target)
+    pool = resolve_pool(settings, target)
     chain = settings.chain or await asyncio.to_thread(_node_chain, settings.node) or "main"
     users = miner_users(settings, settings.miners, chain)
     specs = list(enumerate(users))
@@ -351,11 +400,11 @@ async def run_submit(settings: SubmitSettings) -> dict[str, Any]:
             )
         )
         await sleep_until(start_at)
-        before = procfs.sample(pid)
+        before = sample_pool(pool)
         machine_before = procfs.machine_cpu_seconds()
         t_before = time.monotonic()
         await sleep_until(start_at + settings.seconds)
-        after = procfs.sample(pid)
+        after = sample_pool(pool)
         machine_after = procfs.machine_cpu_seconds()
         t_after = time.monotonic()
         parts: list[dict[str, Any]] = await work
@@ -377,11 +426,8 @@ async def run_submit(settings: SubmitSettings) -> dict[str, Any]:
 
     responses_in_window = total("window_responses")
     window = max(t_after - t_before, 1e-9)
-    pool_cpu = (
-        after.cpu_seconds - before.cpu_seconds
-        if after.cpu_seconds is not None and before.cpu_seconds is not None
-        else None
-    )
+    used = procfs.delta(before, after)
+    pool_cpu = used.cpu_seconds
     client_util = [round(p["cpu_seconds"] / max(p["wall_seconds"], 1e-9), 3) for p in parts]
     result = _base("submit", settings, target)
     result.update(
@@ -411,7 +457,8 @@ async def run_submit(settings: SubmitSettings) -> dict[str, Any]:
                 "infeasible": total("valid_infeasible"),
             },
             "pool": {
-                "pid": pid,
+                **_pool_info(pool, after),
+                "notes": used.notes(),
                 "cpu_seconds": None if pool_cpu is None else round(pool_cpu, 3),
                 "cpu_utilization": None if pool_cpu is None else round(pool_cpu / window, 3),
                 "cpu_seconds_per_1000": (
@@ -420,16 +467,12 @@ async def run_submit(settings: SubmitSettings) -> dict[str, Any]:
                     else round(1000 * pool_cpu / responses_in_window, 4)
                 ),
                 "rss_kib": after.rss_kib,
-                "disk_write_bytes": (
-                    None
-                    if after.write_bytes is None or before.write_bytes is None
-                    else after.write_bytes - before.write_bytes
-                ),
+                "disk_write_bytes": used.write_bytes,
             },
             "client": {
                 "procs": len(runners),
                 "in_process": len(runners) == 1,
-                "pool_in_bench_process": pid == os.getpid(),
+                "pool_in_bench_process": pool_in_bench(pool),
                 "cpu_seconds": [round(p["cpu_seconds"], 3) for p in parts],
                 "cpu_utilization": client_util,
                 "client_bound": any(u >= 0.9 for u in client_util),
@@ -439,7 +482,8 @@ async def run_submit(settings: SubmitSettings) -> dict[str, Any]:
                 procfs.busy_cores(machine_before, machine_after, window),
                 None if pool_cpu is None else pool_cpu / window,
                 sum(p["cpu_seconds"] for p in parts) / window,
-                pool_in_bench=pid == os.getpid(),
+                pool_in_bench=pool_in_bench(pool),
+                pool_processes=after.processes,
             ),
             "node_calls_during_run": (
                 None
@@ -457,28 +501,29 @@ async def run_submit(settings: SubmitSettings) -> dict[str, Any]:
 
 async def run_connections(settings: ConnectionSettings) -> dict[str, Any]:
     target = check_target(settings)
-    pid = resolve_pool_pid(settings, target)
+    pool = resolve_pool(settings, target)
     chain = settings.chain or await asyncio.to_thread(_node_chain, settings.node) or "main"
     users = miner_users(settings, settings.miners, chain)
     runners = await start_runners(settings, target)
     try:
-        before = procfs.sample(pid)
-        meter = LoadMeter(runners, pid)
+        before = sample_pool(pool)
+        meter = LoadMeter(runners, pool)
         await meter.start()
         conn = await connect_spread(
             runners, list(enumerate(users)), settings, None, passive=True
         )
         load = await meter.stop()
         await asyncio.sleep(settings.settle_seconds)
-        after = procfs.sample(pid)
+        after = sample_pool(pool)
         await asyncio.sleep(settings.hold_seconds)
         held = await open_count(runners)
-        after_hold = procfs.sample(pid)
+        after_hold = sample_pool(pool)
     finally:
         await close_runners(runners)
     await asyncio.sleep(1.0)
-    after_close = procfs.sample(pid)
+    after_close = sample_pool(pool)
     ready = conn["ready"]
+    connecting = procfs.delta(before, after)
     rss_delta = (
         None
         if after.rss_kib is None or before.rss_kib is None
@@ -513,11 +558,12 @@ async def run_connections(settings: ConnectionSettings) -> dict[str, Any]:
             ),
             "pool_fds": after_hold.fds,
             "pool_cpu_seconds_connecting": (
-                None
-                if after.cpu_seconds is None or before.cpu_seconds is None
-                else round(after.cpu_seconds - before.cpu_seconds, 3)
+                None if connecting.cpu_seconds is None else round(connecting.cpu_seconds, 3)
             ),
-            "pool_pid": pid,
+            "pool_pid": None if pool is None else pool.pid,
+            "pool_root_pids": None if pool is None else pool.roots,
+            "pool_processes": after_hold.processes,
+            "pool_notes": _set_notes(pool, [before, after, after_hold]),
             "client_procs": len(runners),
             "load": load,
         }
@@ -541,7 +587,7 @@ async def run_fanout(settings: FanoutSettings) -> dict[str, Any]:
             f"the node is on {chain}; the fan-out test mines blocks on regtest (or on "
             "solopool-bench fake-node) only"
         )
-    pid = resolve_pool_pid(settings, target)
+    pool = resolve_pool(settings, target)
     stages = sorted({s for s in settings.stages if s > 0})
     if not stages:
         raise BenchError("no fan-out stage sizes given")
@@ -574,21 +620,25 @@ async def run_fanout(settings: FanoutSettings) -> dict[str, Any]:
             "zmq_error": zmq_error,
             "client_procs": len(runners),
             "addresses": 1 if settings.user else max(1, settings.addresses),
+            "pool_pid": None if pool is None else pool.pid,
+            "pool_root_pids": None if pool is None else pool.roots,
             "stages": [],
         }
     )
     try:
-        rss0 = procfs.sample(pid).rss_kib
+        first = sample_pool(pool)
+        rss0 = first.rss_kib
         connected = 0
         for size in stages:
             specs = [(i, users[i]) for i in range(connected, size)]
             conn = await connect_spread(runners, specs, settings, None, passive=True)
             connected = size
             await asyncio.sleep(settings.settle_seconds)
-            rss_now = procfs.sample(pid).rss_kib
+            pool_now = sample_pool(pool)
+            rss_now = pool_now.rss_kib
             open_now = await open_count(runners)
             samples = []
-            meter = LoadMeter(runners, pid)
+            meter = LoadMeter(runners, pool)
             await meter.start()
             for _ in range(settings.blocks):
                 await asyncio.sleep(settings.interval)
@@ -597,6 +647,8 @@ async def run_fanout(settings: FanoutSettings) -> dict[str, Any]:
                 )
             stage = _stage_summary(size, open_now, conn, samples, rss0, rss_now)
             stage["load"] = await meter.stop()
+            stage["pool_processes"] = pool_now.processes
+            stage["pool_notes"] = _set_notes(pool, [first, pool_now])
             result["stages"].append(stage)
     finally:
         await close_runners(runners)
