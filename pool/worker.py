@@ -66,7 +66,7 @@ class WorkerPool:
         self.stopping = asyncio.Event()
         self._events: list[tuple[Any, ...]] = []
         self._flush_handle: asyncio.TimerHandle | None = None
-        self._reported: dict[bytes, tuple[Any, ...]] = {}
+        self._reported: dict[bytes, int] = {}
         self._payouts: dict[str, bytes] = {}
         self._requests: dict[int, asyncio.Future[tuple[bytes | None, str | None, str | None]]] = {}
         self._request_ids = itertools.count(1)
@@ -214,9 +214,12 @@ class WorkerPool:
                 session.address, session.worker, session.difficulty, session.user_agent,
                 session.mining,
             )
+            # Only a hash is kept per connection (memory); a collision would at worst delay
+            # one display update by a second.
+            digest = hash(state)
             sid = session.extranonce1
-            if reported.get(sid) != state:
-                reported[sid] = state
+            if reported.get(sid) != digest:
+                reported[sid] = digest
                 self._queue(("u", sid, *state))
 
     async def _snapshot_loop(self) -> None:

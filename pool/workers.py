@@ -17,6 +17,7 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable
+from sys import intern
 from typing import TYPE_CHECKING, Any
 
 from .blocks import FoundBlock
@@ -41,13 +42,12 @@ class RemoteSession:
 
     __slots__ = (
         "sid", "connected_at", "address", "worker", "difficulty", "user_agent", "mining",
-        "closed", "worker_index",
+        "closed",
     )
 
-    def __init__(self, sid: bytes, connected_at: float, worker_index: int) -> None:
+    def __init__(self, sid: bytes, connected_at: float) -> None:
         self.sid = sid
         self.connected_at = connected_at
-        self.worker_index = worker_index
         self.address: str | None = None
         self.worker = ""
         self.difficulty = 0.0
@@ -357,17 +357,22 @@ class WorkerGroup:
             kind = event[0]
             if kind == "r":
                 s = sessions.get(event[1]) or self._detached(w, event[1])
-                s.address, s.worker = event[2], event[3]
+                if s.worker != event[3]:
+                    s.address, s.worker = event[2], event[3]
                 pool.share_rejected(s, event[4], event[5])
             elif kind == "a":
                 s = sessions.get(event[1]) or self._detached(w, event[1])
-                s.address, s.worker = event[2], event[3]
+                if s.worker != event[3]:
+                    s.address, s.worker = event[2], event[3]
                 pool.share_accepted(s, ShareFacts(event[4], event[5]), event[6])
             elif kind == "u":
                 s = sessions.get(event[1]) or self._detached(w, event[1])
-                s.address, s.worker, s.difficulty, s.user_agent, s.mining = event[2:7]
+                address, s.worker, s.difficulty, agent, s.mining = event[2:7]
+                # Shared strings: thousands of miners often have one address and one agent.
+                s.address = None if address is None else intern(address)
+                s.user_agent = intern(agent)
             elif kind == "c":
-                s = RemoteSession(event[1], event[2], w.index)
+                s = RemoteSession(event[1], event[2])
                 sessions[s.sid] = s
                 pool.events.connect(s)
             elif kind == "d":
@@ -379,7 +384,7 @@ class WorkerGroup:
     @staticmethod
     def _detached(w: WorkerProcess, sid: bytes) -> RemoteSession:
         """A session whose connect event was lost (cannot happen in order; kept for safety)."""
-        s = RemoteSession(sid, time.monotonic(), w.index)
+        s = RemoteSession(sid, time.monotonic())
         w.sessions[sid] = s
         return s
 
