@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pool.stratum.framing import LineFramer, LineTooLong
+from pool.stratum.framing import LineFramer, LineTooLong, split_lines
 
 SUBMIT = (
     b'{"id":4,"method":"mining.submit","params":["bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4.a",'
@@ -116,3 +116,10 @@ def test_huge_unterminated_stream_raises_early() -> None:
     with pytest.raises(LineTooLong):
         for _ in range(100):
             framer.feed(b"x" * 4096)
+
+
+def test_split_lines_holds_no_buffer_between_lines() -> None:
+    assert split_lines(None, b"a\nb\n", 64) == ([b"a", b"b"], None)
+    lines, rest = split_lines(None, b"a\nb", 64)
+    assert lines == [b"a"] and rest == bytearray(b"b")
+    assert split_lines(rest, b"c\r\n", 64) == ([b"bc"], None)

@@ -30,7 +30,7 @@ from pool.consensus.serialize import sha256d
 from pool.consensus.target import difficulty_to_target, nbits_to_target
 from pool.jobs import JobManager, Template
 from pool.shares import Share
-from pool.stratum.session import AddressRefused, Session
+from pool.stratum.session import MAX_JOBS_PER_SESSION, AddressRefused, Session
 from pool.vardiff import RETARGET_SHARES
 
 DATA = Path(__file__).parent / "data" / "gbt_mainnet.json"
@@ -1175,3 +1175,42 @@ async def test_refused_authorize_closes_after_a_moment() -> None:
     assert not m.writer.closed
     await asyncio.sleep(1.2)
     assert m.writer.closed and m.session.closed
+
+
+# --- memory per connection: structures made when first needed ------------------------------------
+
+
+async def test_idle_session_holds_no_per_share_structures() -> None:
+    m = Miner()
+    await m.start()
+    s = m.session
+    assert s.seen is None and s.roots is None and s.more_workers is None
+    assert s.older_jobs is None and s.job_difficulty == {m.notify[0]: 1024}
+    assert s.workers == {WORKER}
+    await m.call("mining.authorize", [ADDRESS + ".rig2", "x"])
+    assert s.workers == {WORKER, ADDRESS + ".rig2"}
+
+
+async def test_jobs_remembered_per_session_are_capped_oldest_first() -> None:
+    m = Miner(start_difficulty=TINY, min_difficulty=TINY)
+    await m.start()
+    first = m.notify
+    for i in range(MAX_JOBS_PER_SESSION + 5):
+        refreshed = load_gbt(coinbasevalue=load_gbt()["coinbasevalue"] + 1000 + i)
+        m.pool.jobs.set_template(Template.from_rpc(refreshed))
+        m.session.assign(m.pool.jobs.job_for(ADDRESS_SCRIPT), clean=False)
+    m.take()
+    jobs = m.session.job_difficulty
+    assert len(jobs) == MAX_JOBS_PER_SESSION and first[0] not in jobs
+    assert list(jobs)[-1] == m.session.newest_job_id
+    (nonce,) = find_nonces(first, meets(TINY))
+    assert error_code(await m.submit(first, nonce)) == 21  # forgotten: stale
+
+
+async def test_sessions_share_equal_address_and_agent_strings() -> None:
+    pool = FakePool()
+    a, b = Miner(pool), Miner(pool)
+    await a.start(ADDRESS + ".a")
+    await b.start(ADDRESS + ".b")
+    assert a.session.address is b.session.address
+    assert a.session.user_agent is b.session.user_agent

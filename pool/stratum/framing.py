@@ -7,6 +7,38 @@ class LineTooLong(Exception):
     pass
 
 
+def split_lines(
+    buffer: bytearray | None, data: bytes, max_line: int
+) -> tuple[list[bytes], bytearray | None]:
+    """The complete lines of `buffer + data` (`\\n`, tolerating `\\r\\n`; empty ones skipped)
+    and the unfinished rest, None when there is none: a connection between lines holds no
+    buffer at all. `buffer` is extended in place."""
+    if buffer is None:
+        if b"\n" not in data:
+            if len(data) > max_line:
+                raise LineTooLong(f"line longer than {max_line} bytes")
+            return [], bytearray(data) if data else None
+        stream: bytes | bytearray = data  # whole lines, the common case: no copy
+    else:
+        buffer += data
+        if b"\n" not in data:
+            if len(buffer) > max_line:
+                raise LineTooLong(f"line longer than {max_line} bytes")
+            return [], buffer
+        stream = buffer
+    *lines, rest = stream.split(b"\n")
+    if len(rest) > max_line:
+        raise LineTooLong(f"line longer than {max_line} bytes")
+    out = []
+    for line in lines:
+        if len(line) > max_line:
+            raise LineTooLong(f"line longer than {max_line} bytes")
+        line = line.strip()
+        if line:
+            out.append(bytes(line))
+    return out, bytearray(rest) if rest else None
+
+
 class LineFramer:
     """Splits a byte stream into lines (`\\n`, tolerating `\\r\\n`), skipping empty ones."""
 
@@ -17,20 +49,6 @@ class LineFramer:
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[bytes]:
-        self._buffer += data
-        if b"\n" not in data:
-            if len(self._buffer) > self.max_line:
-                raise LineTooLong(f"line longer than {self.max_line} bytes")
-            return []
-        *lines, rest = self._buffer.split(b"\n")
-        self._buffer = bytearray(rest)
-        if len(rest) > self.max_line:
-            raise LineTooLong(f"line longer than {self.max_line} bytes")
-        out = []
-        for line in lines:
-            if len(line) > self.max_line:
-                raise LineTooLong(f"line longer than {self.max_line} bytes")
-            line = line.strip()
-            if line:
-                out.append(bytes(line))
-        return out
+        lines, rest = split_lines(self._buffer, data, self.max_line)
+        self._buffer = bytearray() if rest is None else rest
+        return lines

@@ -17,12 +17,12 @@ import secrets
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, ValuesView
 from typing import Any
 
 from ..config import StratumConfig
-from .framing import LineFramer, LineTooLong
-from .session import DifficultyMemory, PoolServices, Session
+from .framing import LineTooLong, split_lines
+from .session import DifficultyMemory, PoolServices, Session, shared
 from .tls import ensure_self_signed, server_context
 
 log = logging.getLogger(__name__)
@@ -44,21 +44,27 @@ def peer_host(peername: Any) -> str:
     return str(peername)
 
 
-class StratumProtocol(asyncio.Protocol):
-    """Framing and ordering for one connection; all meaning lives in `Session`."""
+class StratumProtocol(Session, asyncio.Protocol):
+    """Framing and ordering for one connection; all meaning lives in `Session`. The protocol is
+    its own session (and the session's writer): one object per connection, not two, which is
+    most of the memory an idle miner costs besides the transport. The session half is set up
+    in `connection_made`, once the connection is admitted."""
 
     __slots__ = (
-        "server", "transport", "framer", "pending", "busy", "session", "host", "batch"
+        "server", "transport", "buffer", "max_line", "pending", "busy", "session", "host", "port",
+        "batch",
     )
 
     def __init__(self, server: StratumServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
-        self.framer: LineFramer | None = None
-        self.pending: list[bytes] = []  # lines waiting for a slow request to finish
+        self.buffer: bytearray | None = None  # an unfinished line (see split_lines)
+        self.max_line = 0
+        self.pending: list[bytes] | None = None  # lines waiting for a slow request to finish
         self.busy = False
-        self.session: Session | None = None  # None: refused (over a connection limit)
+        self.session: Session | None = None  # self once admitted; None: refused
         self.host = ""
+        self.port: int | None = None
         # While the lines of one read are handled, their answers are gathered here and sent
         # with one write: a pipelining miner costs one send per read, not one per line.
         self.batch: list[bytes] | None = None
@@ -74,23 +80,29 @@ class StratumProtocol(asyncio.Protocol):
         if not server.admit(host):
             transport.close()
             return
-        self.host = host
-        peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
-        cfg = server.pool.config
-        self.framer = LineFramer(cfg.max_line_bytes)
+        self.host = shared(host)  # many miners behind one address
+        if isinstance(peername, tuple):
+            self.port = peername[1]
+        self.max_line = server.pool.config.max_line_bytes
         self.transport.set_write_buffer_limits(high=server.max_write_buffer)
         extranonce1 = server.allocate_extranonce1()
-        self.session = Session(server.pool, self, extranonce1, peer, server.memory)
-        server.sessions.add(self.session)
-        server.on_connect(self.session)
-        log.debug("%s: connected, extranonce1 %s", peer, extranonce1.hex())
+        Session.__init__(self, server.pool, self, extranonce1, "", server.memory)
+        self.session = self
+        server.register(self)
+        server.on_connect(self)
+        log.debug("%s: connected, extranonce1 %s", self.peer, extranonce1.hex())
+
+    @property
+    def peer(self) -> str:
+        """`ip:port`, formatted when a log line wants it rather than held per connection."""
+        return self.host if self.port is None else f"{self.host}:{self.port}"
 
     def data_received(self, data: bytes) -> None:
         session = self.session
-        if session is None or session.closed or self.framer is None:
+        if session is None or session.closed:
             return
         try:
-            lines = self.framer.feed(data)
+            lines, self.buffer = split_lines(self.buffer, data, self.max_line)
         except LineTooLong as exc:
             log.info("%s: %s; closing", session.peer, exc)
             session.close("line too long")
@@ -109,7 +121,7 @@ class StratumProtocol(asyncio.Protocol):
             session.closed = True
             self.server.release(session, self.host)
             log.debug("%s: disconnected", session.peer)
-            self.pending = []
+            self.pending = None
 
     def pause_writing(self) -> None:
         """More than `max_write_buffer` bytes queued: the miner is not reading. Drop it."""
@@ -146,10 +158,15 @@ class StratumProtocol(asyncio.Protocol):
         if batch:
             self.write(b"".join(batch))
 
-    def close(self) -> None:
-        self._flush()  # answers already given go out before the connection closes
-        if self.transport is not None:
-            self.transport.close()
+    def close(self, reason: str = "") -> None:
+        """`Session.close`, done here: this protocol is the session's writer, and the writer's
+        close (flush, then close the transport) shares the name."""
+        if not self.closed:
+            self.closed = True
+            self.close_reason = reason
+            self._flush()  # answers already given go out before the connection closes
+            if self.transport is not None:
+                self.transport.close()
 
     # ordering -----------------------------------------------------------------------------------
 
@@ -189,10 +206,13 @@ class StratumProtocol(asyncio.Protocol):
     def _queue(self, lines: list[bytes]) -> None:
         if not lines:
             return
-        self.pending.extend(lines)
+        if self.pending is None:
+            self.pending = lines
+        else:
+            self.pending.extend(lines)
         if len(self.pending) > MAX_PENDING_LINES and self.session is not None:
             log.info("%s: too many queued requests; closing", self.session.peer)
-            self.pending = []
+            self.pending = None
             self.session.close("too many queued requests")
 
     def _resume(self, task: asyncio.Future[Any]) -> None:
@@ -208,7 +228,7 @@ class StratumProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.resume_reading()
-        lines, self.pending = self.pending, []
+        lines, self.pending = self.pending, None
         if lines:
             self._process(lines)
 
@@ -312,7 +332,10 @@ class StratumServer:
         self.pool = pool
         self.on_connect: Callable[[Session], None] = on_connect or (lambda s: None)
         self.on_disconnect: Callable[[Session], None] = on_disconnect or (lambda s: None)
-        self.sessions: set[Session] = set()
+        # Every admitted connection, by extranonce1 (one table, not a set of sessions and
+        # another of extranonces); `sessions` is its live view, for iterating and counting.
+        self._extranonces: dict[bytes, Session] = {}
+        self.sessions: ValuesView[Session] = self._extranonces.values()
         self.tasks: set[asyncio.Future[Any]] = set()  # requests waiting on the node
         self.background: set[asyncio.Future[Any]] = set()  # work that must finish (blocks)
         self.memory = DifficultyMemory()
@@ -321,7 +344,6 @@ class StratumServer:
         self.refused = 0  # connections refused over a limit, since start
         self.timed_out = 0  # connections closed by the handshake or idle timeout, since start
         self._refusal_logged: dict[str, float] = {}
-        self._extranonces: set[bytes] = set()
         self._next_extranonce = secrets.randbits(32)
         # A worker process of several sets these: its index in the top byte keeps every
         # extranonce1 unique across processes (so no two miners ever hash the same coinbase).
@@ -439,14 +461,17 @@ class StratumServer:
             value = self.extranonce_prefix | (self._next_extranonce & self.extranonce_mask)
             candidate = value.to_bytes(4, "big")
             if candidate not in self._extranonces:
-                self._extranonces.add(candidate)
                 return candidate
 
+    def register(self, session: Session) -> None:
+        """Count a connection in: `session.extranonce1` from allocate_extranonce1, with no
+        await between the two."""
+        self._extranonces[session.extranonce1] = session
+
     def release(self, session: Session, host: str | None = None) -> None:
-        if session not in self.sessions:
+        if self._extranonces.get(session.extranonce1) is not session:
             return
-        self.sessions.discard(session)
-        self._extranonces.discard(session.extranonce1)
+        del self._extranonces[session.extranonce1]
         if host is not None:
             count = self.per_host.get(host, 0) - 1
             if count > 0:

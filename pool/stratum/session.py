@@ -106,6 +106,34 @@ def integer_difficulty_only(user_agent: str) -> bool:
     return match is not None and (int(match[1]), int(match[2])) < (2, 14)
 
 
+SHARED_STRINGS_MAX = 4096
+_shared_strings: dict[str, str] = {}
+
+
+def shared(value: str) -> str:
+    """One string object for equal values across connections (10,000 miners mining to one
+    address with one firmware hold one copy of each). Bounded, and emptied when full, because
+    the values come from the network; sys.intern is not, and strings interned in 3.12 live on."""
+    known = _shared_strings.get(value)
+    if known is None:
+        if len(_shared_strings) >= SHARED_STRINGS_MAX:
+            _shared_strings.clear()
+        _shared_strings[value] = known = value
+    return known
+
+
+_start_difficulty: tuple[float, float | int] = (math.nan, 0)
+
+
+def start_difficulty(configured: float) -> float | int:
+    """round_difficulty(configured), one object for every connection (an int above 256 is 32
+    bytes, per connection)."""
+    global _start_difficulty
+    if _start_difficulty[0] != configured:
+        _start_difficulty = (configured, round_difficulty(configured))
+    return _start_difficulty[1]
+
+
 def split_username(username: str) -> tuple[str, str]:
     """`ADDRESS.worker` or `ADDRESS_worker` (neither character occurs in an address)."""
     for i, ch in enumerate(username):
@@ -183,12 +211,12 @@ class Session:
     __slots__ = (
         "pool",
         "writer",
-        "peer",
+        "_peer",
         "extranonce1",
         "user_agent",
         "subscribed",
         "address",
-        "workers",
+        "more_workers",
         "payout_script",
         "version_mask",
         "version_rolling_configured",
@@ -196,7 +224,9 @@ class Session:
         "difficulty",
         "suggested_difficulty",
         "vardiff",
-        "job_difficulty",
+        "newest_job_id",
+        "newest_job_difficulty",
+        "older_jobs",
         "seen",
         "mining",
         "closed",
@@ -226,25 +256,31 @@ class Session:
         now = time.monotonic()
         self.pool = pool
         self.writer = writer
-        self.peer = peer
+        self._peer = peer
         self.extranonce1 = extranonce1
         self.user_agent = ""
         self.subscribed = False
         self.address: str | None = None
-        self.workers: set[str] = set()
+        # Names authorized besides `username` (most connections have only that one: no set).
+        self.more_workers: set[str] | None = None
         self.payout_script: bytes | None = None
         self.version_mask = cfg.version_rolling_mask
         self.version_rolling_configured = False
         self.warned_unnegotiated_bits = False
-        self.difficulty: float | int = round_difficulty(cfg.start_difficulty)
+        self.difficulty: float | int = start_difficulty(cfg.start_difficulty)
         self.suggested_difficulty: float | None = None
         self.vardiff = VarDiff(
             cfg.share_interval_seconds, cfg.min_difficulty, cfg.max_difficulty, now
         )
-        # job id -> the difficulty in force when this connection was sent that job
-        self.job_difficulty: dict[str, float] = {}
-        # header hashes of accepted shares on the current previous block (insertion-ordered)
-        self.seen: dict[bytes, None] = {}
+        # The jobs this connection was sent, with the difficulty in force when it was sent each:
+        # the newest in two slots, older ones (oldest first) in a dict made at the second job.
+        # Between blocks an idle miner often has one job, and a dict for it costs 184 bytes.
+        self.newest_job_id: str | None = None
+        self.newest_job_difficulty: float | int = 0
+        self.older_jobs: dict[str, float | int] | None = None
+        # header hashes of accepted shares on the current previous block (insertion-ordered);
+        # None until the first one (an idle connection has none)
+        self.seen: dict[bytes, None] | None = None
         self.mining = False
         self.closed = False
         self.connected_at = now
@@ -252,13 +288,32 @@ class Session:
         self.accepted = 0
         self.rejected = 0
         self.worker = ""  # the worker name of the latest submit (else of the authorize)
-        self.roots = RootCache()
+        self.roots: RootCache | None = None  # made at the first share
         self.username = ""  # as first authorized (the key of the difficulty memory)
         self.memory = memory
         self.last_activity = now  # when the last line arrived (the server's idle timeout)
         self.invalid_window_start = now
         self.invalid_count = 0  # counted rejects since invalid_window_start
         self.close_reason = ""
+
+    @property
+    def peer(self) -> str:
+        """`ip:port`, for logs."""
+        return self._peer
+
+    @property
+    def workers(self) -> set[str]:
+        """Every name this connection authorized (built on demand)."""
+        names = set(self.more_workers) if self.more_workers is not None else set()
+        if self.username:
+            names.add(self.username)
+        return names
+
+    def _add_worker(self, username: str) -> None:
+        if username != self.username:
+            if self.more_workers is None:
+                self.more_workers = set()
+            self.more_workers.add(username)
 
     # --- output -------------------------------------------------------------------------------
 
@@ -369,7 +424,7 @@ class Session:
 
     def on_subscribe(self, msg_id: Any, params: list[Any]) -> None:
         if params and isinstance(params[0], str):
-            self.user_agent = params[0][:128]
+            self.user_agent = shared(params[0][:128])
             if integer_difficulty_only(self.user_agent):
                 # ESP-Miner < 2.14 reads set_difficulty as an integer: 0.5 would become 0.
                 self.vardiff.minimum = max(self.vardiff.minimum, 1.0)
@@ -398,7 +453,7 @@ class Session:
                     False,
                 )
                 return None
-            self.workers.add(username)
+            self._add_worker(username)
             self.reply(msg_id, True)
             return None
         if not self.address_allowed(address):
@@ -438,12 +493,11 @@ class Session:
             self.error(msg_id, ERR_OTHER, "authorization failed; try again", False)
             return
         if self.address is not None:  # a pipelined second authorize won the race
-            self.workers.add(username)
+            self._add_worker(username)
             self.reply(msg_id, self.address == address)
             return
-        self.address = address
+        self.address = shared(address)
         self.payout_script = script
-        self.workers.add(username)
         self.worker = username
         self.username = username
         if self.suggested_difficulty is None and self.memory is not None:
@@ -516,11 +570,19 @@ class Session:
         worker, job_id = params[0], params[1]
         if not isinstance(worker, str) or not isinstance(job_id, str):
             raise ShareError(ERR_OTHER, "worker and job id must be strings")
-        if worker not in self.workers and split_username(worker)[0] != self.address:
+        if (
+            worker != self.username
+            and (self.more_workers is None or worker not in self.more_workers)
+            and split_username(worker)[0] != self.address
+        ):
             raise ShareError(ERR_UNAUTHORIZED, "unauthorized worker")
         self.worker = worker[:128]
         job = self.pool.jobs.get(job_id)
-        job_difficulty = self.job_difficulty.get(job_id)
+        if job_id == self.newest_job_id:
+            job_difficulty: float | int | None = self.newest_job_difficulty
+        else:
+            older = self.older_jobs
+            job_difficulty = older.get(job_id) if older is not None else None
         if job is None or job_difficulty is None or job.payout_script != self.payout_script:
             raise ShareError(ERR_STALE, "job not found (stale)")
         version_bits = params[5] if len(params) == 6 else None
@@ -528,9 +590,12 @@ class Session:
         if unnegotiated and not self.warned_unnegotiated_bits:
             self.warned_unnegotiated_bits = True
             log.info("%s: version bits without mining.configure; applying them", self.peer)
+        roots = self.roots
+        if roots is None:
+            roots = self.roots = RootCache()
         share = build_share(
             job, self.extranonce1, params[2], params[3], params[4], version_bits,
-            self.version_mask, time.time(), self.roots,
+            self.version_mask, time.time(), roots,
         )
         # Judge against the difficulty this job was sent with, or the current one if lower.
         difficulty = min(job_difficulty, self.difficulty)
@@ -539,11 +604,14 @@ class Session:
             raise ShareError(ERR_LOW_DIFFICULTY, "low difficulty share")
         # Only valid shares are remembered. Jobs re-sent after a difficulty change have new ids
         # but the same coinbase, so duplicates are recognised by the header hash.
-        if share.hash in self.seen:
+        seen = self.seen
+        if seen is None:
+            seen = self.seen = {}
+        elif share.hash in seen:
             raise ShareError(ERR_DUPLICATE, "duplicate share")
-        self.seen[share.hash] = None
-        if len(self.seen) > MAX_SEEN_SHARES:
-            del self.seen[next(iter(self.seen))]
+        seen[share.hash] = None
+        if len(seen) > MAX_SEEN_SHARES:
+            del seen[next(iter(seen))]
         if is_block:
             self.pool.block_found(self, share)
         return share, difficulty
@@ -617,23 +685,44 @@ class Session:
             return  # no template yet: the first one is sent to everyone when it arrives
         self.assign(job, clean)
 
+    @property
+    def job_difficulty(self) -> dict[str, float | int]:
+        """job id -> the difficulty in force when this connection was sent that job, oldest
+        first (built on demand from the slots above)."""
+        jobs = dict(self.older_jobs) if self.older_jobs is not None else {}
+        if self.newest_job_id is not None:
+            jobs[self.newest_job_id] = self.newest_job_difficulty
+        return jobs
+
     def assign(self, job: Job, clean: bool) -> None:
         """Send a job (its shared, pre-serialized notify) and remember its difficulty."""
-        if clean and self.job_difficulty:
+        newest = self.newest_job_id
+        if clean and newest is not None:
             jobs = self.pool.jobs
-            if jobs.get(next(reversed(self.job_difficulty))) is None:
+            if jobs.get(newest) is None:
                 # Even our newest job is gone: a new previous block. Nothing old can come back.
-                self.job_difficulty = {}
-                self.seen.clear()
-            else:
+                self.newest_job_id = newest = None
+                self.older_jobs = None
+                self.seen = None
+            elif self.older_jobs is not None:
                 # Jobs on an old previous block can no longer be mined: forget them.
-                self.job_difficulty = {
-                    j: d for j, d in self.job_difficulty.items() if jobs.get(j) is not None
-                }
-        self.job_difficulty[job.job_id] = self.difficulty
-        while len(self.job_difficulty) > MAX_JOBS_PER_SESSION:
-            oldest = next(iter(self.job_difficulty))
-            del self.job_difficulty[oldest]
+                kept = {j: d for j, d in self.older_jobs.items() if jobs.get(j) is not None}
+                self.older_jobs = kept or None
+        job_id = job.job_id
+        older = self.older_jobs
+        if job_id == newest:
+            self.newest_job_difficulty = self.difficulty
+        elif older is not None and job_id in older:
+            older[job_id] = self.difficulty  # a job sent again keeps its place, as in a dict
+        else:
+            if newest is not None:
+                if older is None:
+                    older = self.older_jobs = {}
+                older[newest] = self.newest_job_difficulty
+                while len(older) >= MAX_JOBS_PER_SESSION:  # the newest is one more
+                    del older[next(iter(older))]
+            self.newest_job_id = job_id
+            self.newest_job_difficulty = self.difficulty
         if not self.closed:
             self.writer.write(job.notify_line(clean))
 
