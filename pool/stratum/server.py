@@ -51,8 +51,7 @@ class StratumProtocol(Session, asyncio.Protocol):
     in `connection_made`, once the connection is admitted."""
 
     __slots__ = (
-        "server", "transport", "buffer", "max_line", "pending", "busy", "session", "host", "port",
-        "batch",
+        "server", "transport", "buffer", "max_line", "pending", "busy", "session", "host", "batch",
     )
 
     def __init__(self, server: StratumServer) -> None:
@@ -64,7 +63,6 @@ class StratumProtocol(Session, asyncio.Protocol):
         self.busy = False
         self.session: Session | None = None  # self once admitted; None: refused
         self.host = ""
-        self.port: int | None = None
         # While the lines of one read are handled, their answers are gathered here and sent
         # with one write: a pipelining miner costs one send per read, not one per line.
         self.batch: list[bytes] | None = None
@@ -81,8 +79,6 @@ class StratumProtocol(Session, asyncio.Protocol):
             transport.close()
             return
         self.host = shared(host)  # many miners behind one address
-        if isinstance(peername, tuple):
-            self.port = peername[1]
         self.max_line = server.pool.config.max_line_bytes
         self.transport.set_write_buffer_limits(high=server.max_write_buffer)
         extranonce1 = server.allocate_extranonce1()
@@ -94,8 +90,16 @@ class StratumProtocol(Session, asyncio.Protocol):
 
     @property
     def peer(self) -> str:
-        """`ip:port`, formatted when a log line wants it rather than held per connection."""
-        return self.host if self.port is None else f"{self.host}:{self.port}"
+        """`ip:port`, asked from the transport when a log line wants it rather than held per
+        connection (just the IP once the transport no longer knows its peer)."""
+        transport = self.transport
+        try:
+            peername = transport.get_extra_info("peername") if transport is not None else None
+        except Exception:  # a closed transport
+            peername = None
+        if isinstance(peername, tuple) and len(peername) >= 2:
+            return f"{self.host}:{peername[1]}"
+        return self.host
 
     def data_received(self, data: bytes) -> None:
         session = self.session

@@ -207,7 +207,10 @@ def _log_internal_error(peer: str, line: bytes) -> None:
     _internal_errors_unlogged = 0
 
 
-class Session:
+class Session(VarDiff):
+    """A connection's vardiff state lives in its own slots (the VarDiff base, also reachable as
+    `vardiff`): one object per connection instead of two."""
+
     __slots__ = (
         "pool",
         "writer",
@@ -223,7 +226,6 @@ class Session:
         "warned_unnegotiated_bits",
         "difficulty",
         "suggested_difficulty",
-        "vardiff",
         "newest_job_id",
         "newest_job_difficulty",
         "older_jobs",
@@ -269,8 +271,8 @@ class Session:
         self.warned_unnegotiated_bits = False
         self.difficulty: float | int = start_difficulty(cfg.start_difficulty)
         self.suggested_difficulty: float | None = None
-        self.vardiff = VarDiff(
-            cfg.share_interval_seconds, cfg.min_difficulty, cfg.max_difficulty, now
+        VarDiff.__init__(
+            self, cfg.share_interval_seconds, cfg.min_difficulty, cfg.max_difficulty, now
         )
         # The jobs this connection was sent, with the difficulty in force when it was sent each:
         # the newest in two slots, older ones (oldest first) in a dict made at the second job.
@@ -295,6 +297,10 @@ class Session:
         self.invalid_window_start = now
         self.invalid_count = 0  # counted rejects since invalid_window_start
         self.close_reason = ""
+
+    @property
+    def vardiff(self) -> VarDiff:
+        return self
 
     @property
     def peer(self) -> str:
