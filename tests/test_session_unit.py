@@ -1191,20 +1191,32 @@ async def test_idle_session_holds_no_per_share_structures() -> None:
     assert s.workers == {WORKER, ADDRESS + ".rig2"}
 
 
-async def test_jobs_remembered_per_session_are_capped_oldest_first() -> None:
+async def test_jobs_remembered_per_session_are_the_pools_live_ones() -> None:
+    """Through many template refreshes on one block, a connection remembers only the jobs the
+    pool still keeps (a few templates' worth), not MAX_JOBS_PER_SESSION of them."""
     m = Miner(start_difficulty=TINY, min_difficulty=TINY)
     await m.start()
     first = m.notify
+    sent = []
     for i in range(MAX_JOBS_PER_SESSION + 5):
         refreshed = load_gbt(coinbasevalue=load_gbt()["coinbasevalue"] + 1000 + i)
         m.pool.jobs.set_template(Template.from_rpc(refreshed))
-        m.session.assign(m.pool.jobs.job_for(ADDRESS_SCRIPT), clean=False)
-    m.take()
+        job = m.pool.jobs.job_for(ADDRESS_SCRIPT)
+        m.session.assign(job, clean=False)
+        sent.append(job.job_id)
+    notifies = [msg["params"] for msg in m.take() if msg.get("method") == "mining.notify"]
     jobs = m.session.job_difficulty
-    assert len(jobs) == MAX_JOBS_PER_SESSION and first[0] not in jobs
+    live = [j for j in sent if m.pool.jobs.get(j) is not None]
+    assert 1 < len(live) < MAX_JOBS_PER_SESSION
+    assert list(jobs) == live  # oldest first, the newest last
     assert list(jobs)[-1] == m.session.newest_job_id
     (nonce,) = find_nonces(first, meets(TINY))
     assert error_code(await m.submit(first, nonce)) == 21  # forgotten: stale
+    # The oldest job the pool still keeps is still accepted at its difficulty.
+    oldest = next(n for n in notifies if n[0] == live[0])
+    (nonce,) = find_nonces(oldest, meets(TINY))
+    (reply,) = await m.submit(oldest, nonce)
+    assert reply["result"] is True, reply
 
 
 async def test_sessions_share_equal_address_and_agent_strings() -> None:

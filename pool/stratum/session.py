@@ -725,7 +725,13 @@ class Session(VarDiff):
                 if older is None:
                     older = self.older_jobs = {}
                 older[newest] = self.newest_job_difficulty
-                while len(older) >= MAX_JOBS_PER_SESSION:  # the newest is one more
+                # Jobs the pool no longer keeps (it keeps a few templates' worth) can never be
+                # mined again: forget them, oldest first, so a connection idle through many
+                # template refreshes holds a handful of jobs, not MAX_JOBS_PER_SESSION.
+                jobs = self.pool.jobs
+                while older and (
+                    len(older) >= MAX_JOBS_PER_SESSION or jobs.get(next(iter(older))) is None
+                ):
                     del older[next(iter(older))]
             self.newest_job_id = job_id
             self.newest_job_difficulty = self.difficulty
