@@ -200,6 +200,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop by itself after this long (default 3600 s)")
 
     p = sub.add_parser(
+        "echo-pool",
+        help="the least a Stratum pool can do (canned answers): the machine's ceiling for submit",
+    )
+    p.add_argument("--template", type=Path, required=True,
+                   help="recorded getblocktemplate JSON for the one job it sends")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--max-seconds", type=_seconds, default=600.0,
+                   help="stop by itself after this long (default 600 s)")
+
+    p = sub.add_parser(
+        "send-floor",
+        help="µs per plain send() to N loopback miners waiting in epoll: the fan-out floor",
+    )
+    p.add_argument("--miners", type=_count, default=5000)
+    p.add_argument("--rounds", type=int, default=10)
+    _output_args(p)
+
+    p = sub.add_parser(
         "wait-quiet", help="wait (bounded) until other programs leave the CPUs alone"
     )
     p.add_argument("--threshold", type=float, default=0.3,
@@ -371,6 +390,16 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.command == "report":
         return _report(args)
+    if args.command == "echo-pool":
+        from .floor import echo_main
+
+        return echo_main(args.host, args.port, args.template, args.max_seconds)
+    if args.command == "send-floor":
+        from .floor import send_floor
+
+        raise_fd_limit()
+        _emit(send_floor(args.miners, max(1, args.rounds)), args)
+        return 0
     if args.command == "wait-quiet":
         return wait_quiet(args.threshold, args.max_seconds)
     raise_fd_limit()

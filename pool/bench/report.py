@@ -199,6 +199,27 @@ def rows_for(result: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("  full handshakes", _fmt(result.get("handshakes_per_second"), "/s")))
         rows.append(("  load while connecting", _load(result.get("load"))))
         rows.extend(_notes(result.get("pool_notes"), (result.get("load") or {}).get("notes")))
+    elif kind == "send-floor":
+        rows.append((
+            f"send floor: plain send() of {result['line_bytes']} B to {result['miners']:,} "
+            f"loopback miners waiting in epoll{suffix}", "",
+        ))
+        rows.append((
+            "  per send",
+            f"p50 {_fmt(result.get('us_per_send_p50'))} / min "
+            f"{_fmt(result.get('us_per_send_min'))} µs over {result['rounds']} rounds",
+        ))
+        rows.append((
+            "  one process, 1,000 / 10,000 miners",
+            f"{_fmt(result.get('ms_for_1000'))} / {_fmt(result.get('ms_for_10000'))} ms "
+            "of sends alone",
+        ))
+        rows.append(("  receiving (the miners' side)", _fmt(result.get("us_per_receive"), "µs")))
+        rows.append((
+            f"  sends + receives on all {result.get('cores')} cores, 1,000 / 10,000",
+            f"{_fmt(result.get('ms_all_cores_1000'))} / "
+            f"{_fmt(result.get('ms_all_cores_10000'))} ms at the very least",
+        ))
     else:
         rows.append((f"{kind}{suffix}", ""))
         rows.append(("  result", str({k: v for k, v in result.items() if k != "machine"})))
