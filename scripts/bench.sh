@@ -16,6 +16,9 @@
 # and 10,000 connections and ZMQ fan-out at 1,000 and 10,000 miners in part 2. Those rows are
 # labelled "workers=N" and sit next to the single-process ones; the pool's CPU, RSS and fds are
 # summed over all its processes.
+# Then the machine's own limits, without solopool: the submit runs against an echo pool that
+# answers with canned lines (the ceiling the client and kernel allow any pool here), and the
+# per-miner cost of a plain send() to loopback miners (the floor of any fan-out here).
 # Prints one table at the end; the JSON results stay in $BENCH_OUT.
 #
 # Env: BENCH_OUT (results directory, default a new /tmp/solopool-bench.*), BENCH_SUBMIT_SECONDS
@@ -249,6 +252,27 @@ fi
 kill -TERM "$FAKE_PID" 2>/dev/null || true
 wait "$FAKE_PID" 2>/dev/null || true
 
+# --- the machine's own limits (no solopool) ------------------------------------------------------
+# The echo pool answers with canned lines and checks nothing: what the client and the kernel
+# allow any pool here. The send floor: one plain send() per loopback miner waiting in epoll.
+PORT=$(free_port)
+say "the machine's ceiling: the same submit runs against an echo pool (canned answers)"
+"$BENCH" echo-pool --template "$TEMPLATE" --port "$PORT" --max-seconds 600 \
+    >"$OUT/logs/echo-pool.log" 2>&1 &
+POOL_PID=$!
+POOL_PORT=$PORT
+pids+=("$POOL_PID")
+wait_port "$PORT" "the echo pool"
+bench submit --url "stratum+tcp://127.0.0.1:$PORT" --pool-pid "$POOL_PID" --chain main \
+    --seconds "$SUBMIT_SECONDS" --client-procs 1 \
+    --label "echo pool, 1 client proc" --out "$OUT/submit-random-1proc-echo.json"
+bench submit --url "stratum+tcp://127.0.0.1:$PORT" --pool-pid "$POOL_PID" --chain main \
+    --seconds "$SUBMIT_SECONDS" --miners 1000 --window 1 \
+    --label "echo pool, no pipelining" --out "$OUT/submit-random-window1-echo.json"
+stop_pool
+say "the fan-out floor: plain send() to loopback miners"
+bench send-floor --miners 5000 --out "$OUT/send-floor.json"
+
 # --- 2. a regtest node with ZMQ -------------------------------------------------------------------
 RPC_PORT=$(free_port)
 P2P_PORT=$(free_port)
@@ -325,8 +349,9 @@ say "results (JSON in $OUT)"
 # Each single-process run followed by its workers=N counterpart (when there is one).
 results=()
 for name in submit-random-1proc submit-random-2proc submit-random-window1 submit-valid-1proc \
-    connections fanout-zmq fanout-longpoll fanout-zmq-addresses fanout-mainnet-template; do
-    for file in "$OUT/$name.json" "$OUT/$name-workers${WORKERS:-0}.json"; do
+    connections fanout-zmq fanout-longpoll fanout-zmq-addresses fanout-mainnet-template \
+    send-floor; do
+    for file in "$OUT/$name.json" "$OUT/$name-workers${WORKERS:-0}.json" "$OUT/$name-echo.json"; do
         if [ -f "$file" ]; then results+=("$file"); fi
     done
 done
