@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import signal
 import time
 from typing import Any
@@ -119,6 +120,8 @@ class Pool:
             self.stratum = StratumServer(
                 self, on_connect=self.events.connect, on_disconnect=self.events.disconnect
             )
+            if (os.cpu_count() or 1) > 1:
+                self.stratum.enable_threaded_sends()
         self.source = TemplateSource(self.nodes, config.node, self._new_template)
         self.chain = ""
         self._payouts: dict[str, bytes] = {}

@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import secrets
 import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, ValuesView
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..config import StratumConfig
@@ -29,6 +31,8 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING_LINES = 256  # lines queued behind a slow request (authorize) before we give up
 MAX_WRITE_BUFFER = 1 << 20  # a miner that does not read its notifies is dropped, not buffered
+# New blocks to at least this many connections are sent from two threads (when enabled).
+THREADED_SEND_MINIMUM = 64
 TICK_SECONDS = 5.0  # the sweep's period (shorter when a timeout is configured shorter)
 MIN_TICK_SECONDS = 0.05
 REFUSAL_LOG_SECONDS = 60.0  # refused connections are logged at most once per IP per minute
@@ -237,6 +241,31 @@ class StratumProtocol(Session, asyncio.Protocol):
             self._process(lines)
 
 
+def _plain_fd(transport: asyncio.Transport) -> int | None:
+    """The socket of a plain TCP transport with nothing queued, else None."""
+    if transport.get_write_buffer_size() or transport.get_extra_info("sslcontext") is not None:
+        return None
+    sock = transport.get_extra_info("socket")
+    return None if sock is None else int(sock.fileno())
+
+
+def _send_direct(
+    items: list[tuple[int, bytes, StratumProtocol]],
+) -> list[tuple[StratumProtocol, bytes]]:
+    """os.write each line to its socket (non-blocking); returns what was not fully sent, for
+    the transport to send (the rest of a partial write, or all of it after an error, which the
+    transport then reports in its own way)."""
+    rest: list[tuple[StratumProtocol, bytes]] = []
+    for fd, data, session in items:
+        try:
+            n = os.write(fd, data)
+        except OSError:  # EAGAIN: its buffer is full; anything else: the transport will say
+            n = 0
+        if n < len(data):
+            rest.append((session, data[n:] if n else data))
+    return rest
+
+
 class Listeners:
     """The listening sockets of one StratumServer (plain, and TLS when on), closed together."""
 
@@ -354,6 +383,8 @@ class StratumServer:
         self.extranonce_prefix = 0
         self.extranonce_mask = 0xFFFFFFFF
         self.reuse_port = False  # listen with SO_REUSEPORT (worker processes share the port)
+        # A second thread for the sends of a new block (see _broadcast_threaded); None: off.
+        self.sender: ThreadPoolExecutor | None = None
         self._server: Listeners | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._closing = False
@@ -396,10 +427,18 @@ class StratumServer:
         if self.tls_port is not None:
             log.info("Stratum over TLS (stratum+ssl) on %s", _where(cfg.host, self.tls_port))
 
+    def enable_threaded_sends(self) -> None:
+        """Send new blocks' jobs from two threads (worth it with a second CPU core to use)."""
+        if self.sender is None:
+            self.sender = ThreadPoolExecutor(1, thread_name_prefix="stratum-send")
+
     async def close(self) -> None:
         """Stop accepting, send every miner `client.reconnect` and close it, then wait for found
         blocks still being spooled. Safe to call twice."""
         self._closing = True
+        if self.sender is not None:
+            self.sender.shutdown(wait=False)
+            self.sender = None
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
@@ -490,12 +529,60 @@ class StratumServer:
 
     def broadcast(self, clean: bool) -> int:
         """Send the current template's job to every mining session; returns how many."""
-        sent = 0
         jobs = self.pool.jobs
+        if self.sender is not None and len(self._extranonces) >= THREADED_SEND_MINIMUM:
+            return self._broadcast_threaded(clean)
+        sent = 0
         for session in self.sessions:
             if session.mining and session.payout_script is not None and not session.closed:
                 session.assign(jobs.job_for(session.payout_script), clean)
                 sent += 1
+        return sent
+
+    def _broadcast_threaded(self, clean: bool) -> int:
+        """`broadcast` with the sends split over this thread and the sender thread.
+
+        On a new block nearly all the time goes into one send() per miner, and a send()
+        releases the GIL: two threads send to two halves of the miners at once. Only plain TCP
+        connections with nothing queued are written to directly (so nothing can overtake queued
+        bytes); what the kernel does not take at once, TLS connections and the rest go through
+        their transports as usual, on this thread."""
+        assert self.sender is not None
+        jobs = self.pool.jobs
+        direct: list[tuple[int, bytes, StratumProtocol]] = []
+        queued: list[tuple[StratumProtocol, bytes]] = []
+        sent = 0
+        for session in self.sessions:
+            if not session.mining or session.payout_script is None or session.closed:
+                continue
+            sent += 1
+            if not isinstance(session, StratumProtocol) or session.batch is not None or (
+                session.transport is None
+            ):
+                session.assign(jobs.job_for(session.payout_script), clean)
+                continue
+            transport = session.transport
+            session.batch = []  # collect what assign writes, instead of sending it
+            try:
+                session.assign(jobs.job_for(session.payout_script), clean)
+            finally:
+                batch, session.batch = session.batch, None
+            if not batch or transport.is_closing():
+                continue
+            data = batch[0] if len(batch) == 1 else b"".join(batch)
+            fd = _plain_fd(transport)
+            if fd is None:
+                queued.append((session, data))
+            else:
+                direct.append((fd, data, session))
+        half = len(direct) // 2
+        other = self.sender.submit(_send_direct, direct[half:])
+        rest = _send_direct(direct[:half])
+        rest += other.result()
+        for proto, data in rest + queued:
+            late = proto.transport
+            if late is not None and not late.is_closing():
+                late.write(data)
         return sent
 
     def apply_config(self, cfg: StratumConfig) -> int:
