@@ -313,3 +313,33 @@ async def test_pool_process_with_workers_ends_cleanly(
     assert "Traceback" not in proc.output, proc.output[-3000:]
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_api_and_metrics_show_every_workers_miners(
+    node: RegtestNode, start_pool: PoolFactory
+) -> None:
+    import urllib.request
+
+    from tests.watch_util import api
+
+    pool = await start_pool(node, workers=2)
+    address = node.new_address("bech32")
+    clients = await clients_on_every_worker(pool, address + ".rig", 2)
+    for c in clients:
+        await c.request("mining.suggest_difficulty", [0.5])
+    await eventually(lambda: [s.difficulty for s in group(pool).sessions] == [0.5] * len(clients))
+    summary = await api(pool, "/api/pool")
+    assert summary["connections"] == len(clients) and summary["miners"] == len(clients)
+    workers = await api(pool, f"/api/addresses/{address}")
+    (rig,) = [w for w in workers["workers"] if w["name"] == address + ".rig"]
+    assert rig["online"] and rig["connections"] == len(clients) and rig["difficulty"] == 0.5
+    job = await api(pool, f"/api/job/{address}")
+    assert job["address"] == address
+    def fetch(url: str) -> str:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return str(response.read().decode())
+
+    text = await asyncio.to_thread(fetch, pool.api.url + "/metrics")
+    assert f"solopool_connections {float(len(clients))}" in text, text[:2000]
+    for c in clients:
+        await c.close()
