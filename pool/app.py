@@ -24,7 +24,7 @@ from .stats import Stats, StatsError
 from .stratum.server import StratumServer
 from .stratum.session import AddressRefused, Session
 from .work import TemplateSource
-from .workers import WorkerGroup
+from .workers import WorkerGroup, WorkerStartError
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +251,11 @@ class Pool:
             ) from None
         try:
             await self.stratum.start()
+        except WorkerStartError as exc:
+            raise StartupError(
+                f"could not start the Stratum worker processes ({exc.strerror}); see the lines "
+                "above, or set [stratum] workers = 1"
+            ) from None
         except OSError as exc:
             cfg = self.config
             raise StartupError(

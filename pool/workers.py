@@ -35,6 +35,12 @@ READY_TIMEOUT = 60.0  # a worker's start-up (import, listen) on a slow box
 STOP_TIMEOUT = 45.0  # a worker's shutdown: reconnects sent, found blocks spooled
 RESTART_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)  # back-off between restarts of a dying worker
 BACKGROUND_WAIT_SECONDS = 30.0
+STABLE_SECONDS = 60.0  # a worker that ran this long before dying is restarted without back-off
+CHANNEL_GRACE_SECONDS = 2.0  # a closed channel without an exit: give up on the worker after this
+
+
+class WorkerStartError(OSError):
+    """A worker process did not come up (it exited, or never said it listens)."""
 
 
 class RemoteSession:
@@ -81,6 +87,8 @@ class WorkerProcess:
         self.ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.stopped = False  # it said goodbye (a clean stop)
         self.restarts = 0
+        self.served = False  # it listened at least once (else a death is a failed start)
+        self.launched_at = 0.0
 
     @property
     def pid(self) -> int | None:
@@ -164,6 +172,10 @@ class WorkerGroup:
 
     async def start(self) -> None:
         cfg = self.pool.config
+        if not hasattr(socket, "SO_REUSEPORT"):
+            raise OSError(
+                errno.EINVAL, "[stratum] workers > 1 needs SO_REUSEPORT (Linux); set workers = 1"
+            )
         if cfg.tls_port:
             await asyncio.to_thread(tls_context, cfg)  # checks the files; makes a self-signed one
         holder = reserve_port(cfg.host, cfg.port)
@@ -177,6 +189,7 @@ class WorkerGroup:
         try:
             pids = await asyncio.gather(*(self._launch(w) for w in self.workers))
         except BaseException:
+            self._closing = True  # the supervisors must not restart what failed to start
             await self._terminate_all()
             self._release_ports()
             raise
@@ -207,6 +220,7 @@ class WorkerGroup:
             child.close()
         w.ready = asyncio.get_running_loop().create_future()
         w.stopped = False
+        w.launched_at = time.monotonic()
         w.channel = await Channel.open(
             parent, lambda message: self._on_message(w, message), lambda: self._on_closed(w)
         )
@@ -221,7 +235,7 @@ class WorkerGroup:
         try:
             return await asyncio.wait_for(asyncio.shield(w.ready), READY_TIMEOUT)
         except TimeoutError:
-            raise OSError(
+            raise WorkerStartError(
                 errno.ETIMEDOUT, f"Stratum worker {w.index} did not start in {READY_TIMEOUT:g} s"
             ) from None
 
@@ -231,18 +245,19 @@ class WorkerGroup:
         code = await process.wait()
         if not w.ready.done():
             w.ready.set_exception(
-                OSError(errno.ECHILD, f"Stratum worker {w.index} exited with code {code}")
+                WorkerStartError(errno.ECHILD, f"Stratum worker {w.index} exited with code {code}")
             )
         self._drop_sessions(w)
-        if self._closing or w.process is not process:
-            return
-        if not w.stopped:
-            delay = RESTART_SECONDS[min(w.restarts, len(RESTART_SECONDS) - 1)]
-            log.error(
-                "Stratum worker %d (pid %d) exited with code %s; its miners reconnect to the "
-                "others, restarting it in %g s", w.index, process.pid, code, delay,
-            )
-            await asyncio.sleep(delay)
+        if self._closing or w.process is not process or w.stopped or not w.served:
+            return  # a clean stop, or a start that failed (start() reports that)
+        if time.monotonic() - w.launched_at > STABLE_SECONDS:
+            w.restarts = 0  # it ran well for a while: the next restart is quick again
+        log.error(
+            "Stratum worker %d (pid %d) exited with code %s; its miners reconnect to the "
+            "others; restarting it", w.index, process.pid, code,
+        )
+        while not self._closing:
+            await asyncio.sleep(RESTART_SECONDS[min(w.restarts, len(RESTART_SECONDS) - 1)])
             if self._closing:
                 return
             w.restarts += 1
@@ -250,8 +265,9 @@ class WorkerGroup:
                 pid = await self._launch(w)
             except OSError as exc:
                 log.error("Stratum worker %d could not restart: %s", w.index, exc.strerror)
-                return
+                continue
             log.warning("Stratum worker %d restarted (pid %d)", w.index, pid)
+            return
 
     async def close(self) -> None:
         """Have every worker send its miners `client.reconnect`, spool its found blocks and
@@ -335,7 +351,7 @@ class WorkerGroup:
         elif kind == "ready":
             if not w.ready.done():
                 w.ready.set_result(message[1])
-            w.restarts = 0
+            w.served = True
         elif kind == "failed":
             if not w.ready.done():
                 w.ready.set_exception(OSError(message[1], message[2]))
@@ -345,10 +361,14 @@ class WorkerGroup:
             log.error("unknown message %r from Stratum worker %d", kind, w.index)
 
     def _on_closed(self, w: WorkerProcess) -> None:
-        if not w.ready.done():
-            w.ready.set_exception(
-                OSError(errno.EPIPE, f"Stratum worker {w.index} closed its channel")
-            )
+        # Normally its exit follows at once and says more (the supervisor reports the code).
+        def gone() -> None:
+            if not w.ready.done():
+                w.ready.set_exception(
+                    WorkerStartError(errno.EPIPE, f"Stratum worker {w.index} closed its channel")
+                )
+
+        asyncio.get_running_loop().call_later(CHANNEL_GRACE_SECONDS, gone)
 
     def _replay(self, w: WorkerProcess, events: list[tuple[Any, ...]]) -> None:
         pool = self.pool

@@ -343,3 +343,25 @@ async def test_api_and_metrics_show_every_workers_miners(
     assert f"solopool_connections {float(len(clients))}" in text, text[:2000]
     for c in clients:
         await c.close()
+
+
+async def test_worker_that_cannot_start_is_a_startup_error_not_restarted(
+    node: RegtestNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import pool.workers as workers_module
+    from tests.conftest import pool_config
+
+    monkeypatch.setattr(workers_module.sys, "executable", "/bin/false")
+    pool = Pool(pool_config(node, tmp_path / "data", None, workers=2))
+    try:
+        with pytest.raises(
+            StartupError, match=r"could not start the Stratum worker processes \(Stratum worker "
+            r". exited with code 1\)"
+        ):
+            await pool.start()
+        await asyncio.sleep(1.5)  # longer than the first restart delay
+    finally:
+        await pool.stop()
+    assert "restarting it" not in caplog.text
+    assert all(w.process is None or w.process.returncode is not None for w in group(pool).workers)
