@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from .api import ApiServer
-from .blocks import ACCEPTED, BlockSpool, BlockSubmitter, FoundBlock
+from .blocks import ACCEPTED, BlockSpool, BlockSubmitter, FoundBlock, found_block
 from .config import Config, ConfigError, NodeConfig, load_config
 from .consensus.address import CHAINS, AddressError, address_to_script, is_supported_payout
 from .discovery import with_discovered_zmq
@@ -455,16 +455,7 @@ class Pool:
         self.events.reject(session, code, reason)
 
     def block_found(self, session: Session, share: Share) -> None:
-        job = share.job
-        extranonce = session.extranonce1 + share.extranonce2
-        block = FoundBlock(
-            height=job.template.height,
-            hash=share.block_hash,
-            hex=job.block(share.header, extranonce).hex(),
-            worker=session.worker or next(iter(session.workers), ""),
-            address=session.address or "",
-            found_at=time.time(),
-        )
+        block = found_block(session, share)
         log.warning(
             "BLOCK FOUND height=%d hash=%s worker=%s; submitting",
             block.height, block.hash, block.worker,

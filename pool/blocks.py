@@ -19,8 +19,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .node import NodeClient, NodeError, NodeRPCError, NodeSet
+
+if TYPE_CHECKING:
+    from .shares import Share
+    from .stratum.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +68,19 @@ class FoundBlock:
 
 
 _FIELDS = {f.name for f in dataclasses.fields(FoundBlock)}
+
+
+def found_block(session: Session, share: Share) -> FoundBlock:
+    """The block a share that meets the network target makes, ready to spool and submit."""
+    job = share.job
+    return FoundBlock(
+        height=job.template.height,
+        hash=share.block_hash,
+        hex=job.block(share.header, session.extranonce1 + share.extranonce2).hex(),
+        worker=session.worker or next(iter(session.workers), ""),
+        address=session.address or "",
+        found_at=time.time(),
+    )
 
 
 class BlockSpool:

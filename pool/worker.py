@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .blocks import BlockSpool, FoundBlock
+from .blocks import BlockSpool, FoundBlock, found_block
 from .config import StratumConfig
 from .ipc import Channel
 from .jobs import JobManager, Template
@@ -155,15 +155,7 @@ class WorkerPool:
         self._queue(("r", session.extranonce1, session.address, session.worker, code, reason))
 
     def block_found(self, session: Session, share: Share) -> None:
-        job = share.job
-        block = FoundBlock(
-            height=job.template.height,
-            hash=share.block_hash,
-            hex=job.block(share.header, session.extranonce1 + share.extranonce2).hex(),
-            worker=session.worker or next(iter(session.workers), ""),
-            address=session.address or "",
-            found_at=time.time(),
-        )
+        block = found_block(session, share)
         log.warning(
             "BLOCK FOUND height=%d hash=%s worker=%s; spooling and handing to the main process",
             block.height, block.hash, block.worker,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .blocks import FoundBlock
 from .config import StratumConfig
 from .ipc import Channel, encode
-from .stratum.server import tls_context
+from .stratum.server import tls_context, wait_for_blocks
 from .stratum.session import AddressRefused
 
 if TYPE_CHECKING:
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT = 60.0  # a worker's start-up (import, listen) on a slow box
 STOP_TIMEOUT = 45.0  # a worker's shutdown: reconnects sent, found blocks spooled
 RESTART_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)  # back-off between restarts of a dying worker
-BACKGROUND_WAIT_SECONDS = 30.0
 STABLE_SECONDS = 60.0  # a worker that ran this long before dying is restarted without back-off
 CHANNEL_GRACE_SECONDS = 2.0  # a closed channel without an exit: give up on the worker after this
 
@@ -281,12 +280,7 @@ class WorkerGroup:
         self._release_ports()
         for task in list(self._answers):
             task.cancel()
-        if self.background:
-            done, pending = await asyncio.wait(
-                set(self.background), timeout=BACKGROUND_WAIT_SECONDS
-            )
-            if pending:
-                log.error("%d found block(s) still not spooled at shutdown", len(pending))
+        await wait_for_blocks(self.background)
 
     async def _wait_exit(self, timeout: float) -> None:
         waits = [w.process.wait() for w in self.workers if w.process is not None]

@@ -241,6 +241,14 @@ class StratumProtocol(Session, asyncio.Protocol):
             self._process(lines)
 
 
+async def wait_for_blocks(background: set[asyncio.Future[Any]]) -> None:
+    """At shutdown: let found blocks still being spooled finish (bounded)."""
+    if background:
+        _, pending = await asyncio.wait(set(background), timeout=BACKGROUND_WAIT_SECONDS)
+        if pending:
+            log.error("%d found block(s) still not spooled at shutdown", len(pending))
+
+
 def _plain_fd(transport: asyncio.Transport) -> int | None:
     """The socket of a plain TCP transport with nothing queued, else None."""
     if transport.get_write_buffer_size() or transport.get_extra_info("sslcontext") is not None:
@@ -457,12 +465,7 @@ class StratumServer:
                 writer.transport.abort()
         for task in list(self.tasks):
             task.cancel()
-        if self.background:
-            done, pending = await asyncio.wait(
-                set(self.background), timeout=BACKGROUND_WAIT_SECONDS
-            )
-            if pending:
-                log.error("%d found block(s) still not spooled at shutdown", len(pending))
+        await wait_for_blocks(self.background)
         if self._server is not None:
             # wait_closed also waits for every accepted connection to report its end; a
             # transport that never does must not hold up shutdown (or a restart) forever.
