@@ -10,8 +10,10 @@ It asks the main process to check payout addresses (only the main process talks 
 
 Messages in: ("start", stratum config, data_dir, index, chain, template, coinbase tag, log
 level), ("template", template, tag), ("config", stratum config), ("resolved", request id,
-script, refusal, error), ("stop",). Out: ("ready", pid), ("failed", errno, message),
-("events", [...]), ("block", FoundBlock fields), ("resolve", request id, address), ("stopped",).
+script, refusal, error), ("remember", [(username, difficulty), ...]) (miners that left other
+workers, so a reconnect here gets its difficulty back), ("stop",). Out: ("ready", pid),
+("failed", errno, message), ("events", [...]), ("block", FoundBlock fields), ("resolve",
+request id, address), ("stopped",).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ SNAPSHOT_SECONDS = 1.0  # how often changed session state (difficulty, agent...)
 
 # Event tuples (the first item says which):
 #   ("c", sid, connected_at)                  a miner connected
-#   ("d", sid)                                it disconnected
+#   ("d", sid[, username, difficulty])        it disconnected (with what to remember)
 #   ("a", sid, address, worker, achieved, is_block, difficulty)   an accepted share
 #   ("r", sid, address, worker, code, reason)                      a rejected share
 #   ("u", sid, address, worker, difficulty, user_agent, mining)    its state changed
@@ -86,6 +88,10 @@ class WorkerPool:
                 future.set_result((message[2], message[3], message[4]))
         elif kind == "config":
             self._apply_config(message[1])
+        elif kind == "remember":
+            now = time.monotonic()
+            for username, difficulty in message[1]:
+                self.stratum.memory.remember(username, difficulty, now)
         elif kind == "stop":
             self.stopping.set()
         else:
@@ -178,7 +184,11 @@ class WorkerPool:
 
     def _gone(self, session: Session) -> None:
         self._reported.pop(session.extranonce1, None)
-        self._queue(("d", session.extranonce1))
+        if session.mining and session.username:
+            # Its difficulty, for the other workers' memory: it may reconnect to any of them.
+            self._queue(("d", session.extranonce1, session.username, session.difficulty))
+        else:
+            self._queue(("d", session.extranonce1))
 
     def _queue(self, event: tuple[Any, ...]) -> None:
         events = self._events

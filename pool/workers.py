@@ -367,6 +367,7 @@ class WorkerGroup:
     def _replay(self, w: WorkerProcess, events: list[tuple[Any, ...]]) -> None:
         pool = self.pool
         sessions = w.sessions
+        remember: list[tuple[str, float]] = []
         for event in events:
             kind = event[0]
             if kind == "r":
@@ -394,6 +395,14 @@ class WorkerGroup:
                 if gone is not None:
                     gone.closed = True
                     pool.events.disconnect(gone)
+                if len(event) == 4:
+                    remember.append((event[2], event[3]))
+        if remember:
+            # A miner that reconnects lands on any worker: all of them remember its difficulty.
+            message = encode(("remember", remember))
+            for other in self.workers:
+                if other is not w and other.channel is not None:
+                    other.channel.send_encoded(message)
 
     @staticmethod
     def _detached(w: WorkerProcess, sid: bytes) -> RemoteSession:

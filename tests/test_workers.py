@@ -365,3 +365,31 @@ async def test_worker_that_cannot_start_is_a_startup_error_not_restarted(
         await pool.stop()
     assert "restarting it" not in caplog.text
     assert all(w.process is None or w.process.returncode is not None for w in group(pool).workers)
+
+
+async def test_reconnect_to_another_worker_gets_the_difficulty_back(
+    node: RegtestNode, start_pool: PoolFactory
+) -> None:
+    from tests.test_lifecycle import difficulties
+
+    pool = await start_pool(node, workers=2)
+    port = pool.stratum.port
+    user = node.new_address("bech32") + ".rig1"
+    first = await mining_client(port, user)
+    count = len(first.notifications)
+    await first.request("mining.suggest_difficulty", [0.01])
+    await first.notification("mining.set_difficulty", after=count)
+    left_worker = first.extranonce1[0]
+    await first.close()
+    await eventually(lambda: not group(pool).sessions)
+    await asyncio.sleep(0.2)  # the other worker takes in what to remember
+    # Reconnect until the kernel gives the miner to the other worker.
+    for _ in range(64):
+        again = await mining_client(port, user)
+        if again.extranonce1[0] != left_worker:
+            break
+        await again.close()
+    else:
+        raise AssertionError("SO_REUSEPORT never picked the other worker")
+    assert difficulties(again) == [0.01]  # where it was, not the start difficulty
+    await again.close()
