@@ -393,3 +393,18 @@ async def test_reconnect_to_another_worker_gets_the_difficulty_back(
         raise AssertionError("SO_REUSEPORT never picked the other worker")
     assert difficulties(again) == [0.01]  # where it was, not the start difficulty
     await again.close()
+
+
+async def test_tls_port_served_by_the_workers(
+    node: RegtestNode, start_pool: PoolFactory, tmp_path: Path
+) -> None:
+    from tests.test_listeners import client_tls_context, connect, mine_one_block
+
+    pool = await start_pool(node, data_dir=tmp_path / "tlsdata", workers=2, tls_port=free_port())
+    assert (tmp_path / "tlsdata" / "tls" / "cert.pem").exists()  # made once, by the main process
+    tls_port = pool.stratum.tls_port
+    assert tls_port is not None
+    client = await connect("127.0.0.1", tls_port, client_tls_context())
+    assert client.writer.get_extra_info("ssl_object") is not None
+    await mine_one_block(client, node, node.new_address("bech32") + ".tls")
+    await client.close()
