@@ -15,7 +15,6 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,8 +23,6 @@ from pool.bench import procfs
 from pool.bench.procfs import PoolProcesses, ProcSample
 from pool.bench.report import rows_for, table
 from pool.bench.runs import ClientSettings, parse_url, resolve_pool
-
-pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 
 # The parent reads commands on stdin and answers one line each:
 #   fork CPU MIB FDS [PORT]  a child that burns CPU seconds of its own CPU time, holds MIB MiB
