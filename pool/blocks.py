@@ -77,7 +77,7 @@ def found_block(session: Session, share: Share) -> FoundBlock:
         height=job.template.height,
         hash=share.block_hash,
         hex=job.block(share.header, session.extranonce1 + share.extranonce2).hex(),
-        worker=session.worker or next(iter(session.workers), ""),
+        worker=session.worker or session.username,
         address=session.address or "",
         found_at=time.time(),
     )

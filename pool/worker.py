@@ -8,12 +8,12 @@ process needs it reports: share events in batches, session state once a second, 
 blocks at once, after spooling them to disk itself (so a block survives either process dying).
 It asks the main process to check payout addresses (only the main process talks to the node).
 
-Messages in: ("start", stratum config, data_dir, index, chain, template, coinbase tag, log
-level), ("template", template, tag), ("config", stratum config), ("resolved", request id,
-script, refusal, error), ("remember", [(username, difficulty), ...]) (miners that left other
-workers, so a reconnect here gets its difficulty back), ("stop",). Out: ("ready", pid),
-("failed", errno, message), ("events", [...]), ("block", FoundBlock fields), ("resolve",
-request id, address), ("stopped",).
+Messages in: ("start", stratum config, data_dir, index, template, coinbase tag, log level),
+("template", template, tag), ("config", stratum config), ("resolved", request id, script,
+refusal, error), ("remember", [(username, difficulty), ...]) (miners that left other workers,
+so a reconnect here gets its difficulty back), ("stop",). Out: ("ready", pid), ("failed",
+errno, message), ("events", [...]), ("block", FoundBlock fields), ("resolve", request id,
+address), ("stopped",).
 """
 
 from __future__ import annotations
@@ -60,8 +60,6 @@ class WorkerPool:
         self.channel = channel
         self.config = StratumConfig()
         self.jobs = JobManager(b"")
-        self.chain = ""
-        self.index = 0
         self.stratum = StratumServer(self, on_connect=self._connected, on_disconnect=self._gone)
         self.spool: BlockSpool | None = None
         self.started = asyncio.Event()
@@ -98,13 +96,11 @@ class WorkerPool:
             log.error("unknown message %r from the main process", kind)
 
     def _start(
-        self, config: StratumConfig, data_dir: Path, index: int, chain: str,
+        self, config: StratumConfig, data_dir: Path, index: int,
         template: Template | None, tag: bytes, level: int,
     ) -> None:
         logging.getLogger().setLevel(level)
         self.config = config
-        self.chain = chain
-        self.index = index
         self.spool = BlockSpool(data_dir / "blocks")
         self.stratum.extranonce_prefix = index << 24
         self.stratum.extranonce_mask = 0x00FFFFFF

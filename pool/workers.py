@@ -60,10 +60,6 @@ class RemoteSession:
         self.mining = False
         self.closed = False
 
-    @property
-    def extranonce1(self) -> bytes:
-        return self.sid
-
 
 class ShareFacts:
     """An accepted share as observers see it (a `ShareView`)."""
@@ -140,8 +136,6 @@ class WorkerGroup:
         self.count = count
         self.workers: list[WorkerProcess] = []
         self.background: set[asyncio.Future[Any]] = set()
-        self.refused = 0  # not tracked across processes (the workers log their refusals)
-        self.timed_out = 0
         self._holders: list[socket.socket] = []
         self._port = 0
         self._tls_port: int | None = None
@@ -225,7 +219,7 @@ class WorkerGroup:
         )
         pool = self.pool
         w.channel.send((
-            "start", self._worker_config(), pool.full_config.pool.data_dir, w.index, pool.chain,
+            "start", self._worker_config(), pool.full_config.pool.data_dir, w.index,
             pool.jobs.template, pool.jobs.coinbase_tag, logging.getLogger().getEffectiveLevel(),
         ))
         supervisor = asyncio.create_task(self._supervise(w), name=f"worker-{w.index}")
