@@ -1,5 +1,5 @@
-"""Unit tests of solopool's CPU test miner (pool/miner.py), plus in-process end-to-end runs
-against a fake Stratum server defined here."""
+"""Unit tests of solopool's CPU test miner (tools/solopool_tools/miner.py), plus in-process
+end-to-end runs against a fake Stratum server defined here."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from pool import __version__
 from pool.consensus.address import address_to_script
 from pool.consensus.block import build_header, prevhash_from_stratum, stratum_prevhash
 from pool.consensus.coinbase import TxOut, build_coinbase
 from pool.consensus.merkle import merkle_root_from_branch
 from pool.consensus.serialize import sha256d
 from pool.consensus.target import difficulty_to_target, hash_to_int, nbits_to_target
-from pool.miner import (
+from solopool_tools import __version__
+from solopool_tools.miner import (
     VERSION_ROLLING_MASK,
     Job,
     Miner,

@@ -35,11 +35,12 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from pool.consensus.block import build_header, prevhash_from_stratum
+from pool.consensus.merkle import merkle_root_from_branch
+from pool.consensus.serialize import sha256d
+from pool.consensus.target import difficulty_to_target, hash_to_int, nbits_to_target
+
 from . import __version__
-from .consensus.block import build_header, prevhash_from_stratum
-from .consensus.merkle import merkle_root_from_branch
-from .consensus.serialize import sha256d
-from .consensus.target import difficulty_to_target, hash_to_int, nbits_to_target
 
 log = logging.getLogger("solopool.miner")
 
