@@ -27,6 +27,7 @@ from solopool_tools.miner import (
     MinerConfig,
     Share,
     WorkSpec,
+    _Session,
     _worker_main,
     build_job_header,
     build_parser,
@@ -614,6 +615,37 @@ async def test_seconds_limit_exit_codes() -> None:
         assert await Miner(_config(pool.port, blocks=None, seconds=0.5), out=out).run() == 0
         assert out.getvalue() == "accepted=0 rejected=0 blocks=0\n"
         assert await Miner(_config(pool.port, blocks=1, seconds=0.5), out=out).run() == 1
+
+
+async def test_session_ends_once_the_miner_is_done_even_if_lines_keep_coming() -> None:
+    """Python 3.11's wait_for can lose a cancellation when the read it wraps completes at the
+    same moment (seen as scripts/demo.sh hanging after its 3 blocks); the session must then still
+    end by itself once the miner is done, not keep reading a live pool."""
+    connected: asyncio.Queue[asyncio.StreamWriter] = asyncio.Queue()
+
+    async def accept(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await connected.put(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    pool_side = await asyncio.wait_for(connected.get(), timeout=30)
+    miner = Miner(_config(port), out=io.StringIO())
+    session = _Session(writer)
+    miner._session = session
+    reading = asyncio.create_task(miner._run_session(reader, session))
+    try:
+        await asyncio.sleep(0)  # the session has sent its requests and waits for a line
+        miner.stop()  # as on the last block; run() would now cancel the (lost) connection task
+        line = {"id": None, "method": "mining.set_difficulty", "params": [0.5]}
+        pool_side.write(json.dumps(line).encode() + b"\n")  # the pool keeps talking
+        await asyncio.wait_for(reading, timeout=30)  # TimeoutError: still reading
+        assert not writer.is_closing()  # it ended by itself; the caller closes the connection
+    finally:
+        reading.cancel()
+        writer.close()
+        pool_side.close()
+        server.close()
 
 
 async def test_main_cli_with_uvloop(capsys: pytest.CaptureFixture[str]) -> None:

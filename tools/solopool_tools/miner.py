@@ -700,8 +700,12 @@ class Miner:
         if cfg.suggest_difficulty is not None:
             d = cfg.suggest_difficulty
             self._request("mining.suggest_difficulty", [int(d) if float(d).is_integer() else d])
-        while True:  # ends by disconnect, client.reconnect, or cancellation from run()
-            line = await asyncio.wait_for(reader.readline(), timeout=READ_TIMEOUT)
+        # Ends by disconnect, client.reconnect, cancellation from run(), or once the miner is
+        # done: Python 3.11's wait_for can swallow that cancellation when a line arrives at the
+        # same moment, and a live pool never stops sending.
+        while not self._done.is_set():
+            async with asyncio.timeout(READ_TIMEOUT):
+                line = await reader.readline()
             if not line:
                 raise ConnectionError("closed by pool")
             if not line.endswith(b"\n"):
