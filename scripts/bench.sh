@@ -52,12 +52,13 @@ WORK=$(mktemp -d /tmp/solopool-bench-work.XXXXXX)
 
 say() { printf '\n== %s\n' "$*" >&2; }
 
-# --- solopool and a bitcoind ------------------------------------------------------------------
+# --- solopool, its tools (solopool-bench) and a bitcoind -----------------------------------------
 if [ ! -x .venv/bin/python ]; then
     say "creating .venv"
     "${PYTHON:-python3}" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e . >/dev/null
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ./tools >/dev/null
 PY=.venv/bin/python
 BENCH=.venv/bin/solopool-bench
 
@@ -131,7 +132,7 @@ PYEOF
 
 # The pool's process and its descendants (its Stratum workers when it runs several processes).
 pool_tree() {  # pid
-    "$PY" -c 'import sys; from pool.bench.procfs import PoolProcesses as P
+    "$PY" -c 'import sys; from solopool_tools.bench.procfs import PoolProcesses as P
 print(*P([int(sys.argv[1])]).pids())' "$1" 2>/dev/null || echo "$1"
 }
 
@@ -288,7 +289,7 @@ pids+=($!)
 wait_port "$RPC_PORT" "bitcoind"
 NODE_RPC=(--node-rpc "http://127.0.0.1:$RPC_PORT" --node-user bench --node-password bench)
 for _ in $(seq 1 100); do
-    "$PY" -c "from pool.bench.rpc import RPCClient as R; R('http://127.0.0.1:$RPC_PORT', 'bench', 'bench').call('generatetoaddress', 1, 'bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080')" \
+    "$PY" -c "from solopool_tools.bench.rpc import RPCClient as R; R('http://127.0.0.1:$RPC_PORT', 'bench', 'bench').call('generatetoaddress', 1, 'bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080')" \
         >/dev/null 2>&1 && break
     sleep 0.2
 done

@@ -9,12 +9,13 @@ BLOCKS=${DEMO_BLOCKS:-3}
 
 say() { printf '\n== %s\n' "$*"; }
 
-# 1. solopool in a virtualenv
+# 1. solopool and its tools (solopool-miner) in a virtualenv
 if [ ! -x .venv/bin/python ]; then
     say "creating .venv"
     "${PYTHON:-python3}" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e . >/dev/null
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ./tools >/dev/null
 
 # 2. a bitcoind: $BITCOIND, else PATH, else our private Bitcoin Knots install
 if [ -n "${BITCOIND:-}" ]; then

@@ -9,6 +9,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# The bench and the CPU test miner (the tests run them): their own distribution, after the pool.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ./tools
 
 # A bitcoind for the tests: $BITCOIND, else one on PATH, else install Bitcoin Knots privately.
 if [ -z "${BITCOIND:-}" ] && ! command -v bitcoind >/dev/null 2>&1; then
@@ -20,8 +22,8 @@ command -v chromium >/dev/null 2>&1 \
     || (apt-get update && apt-get install -y --no-install-recommends chromium)
 
 echo "== ruff"
-.venv/bin/ruff check pool tests
+.venv/bin/ruff check pool tests tools
 echo "== mypy"
-.venv/bin/mypy pool
+.venv/bin/mypy pool tools/solopool_tools
 echo "== pytest"
 exec .venv/bin/python -m pytest "$@"

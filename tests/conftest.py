@@ -97,3 +97,14 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> d
     import uvloop
 
     return {"uvloop": uvloop.new_event_loop}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The bench and miner tests import (and run as subprocesses) the separate tools package."""
+    import importlib.util
+
+    if importlib.util.find_spec("solopool_tools") is None:
+        raise pytest.UsageError(
+            "solopool_tools is not installed in this venv: run `pip install -e ./tools` after "
+            "the pool (scripts/test.sh does)"
+        )

@@ -14,16 +14,21 @@ from typing import Any
 
 import pytest
 
-from pool.bench.client import Miner, reject_code
-from pool.bench.fakenode import (
+from pool.consensus.address import address_to_script
+from pool.consensus.merkle import merkle_root
+from pool.consensus.serialize import sha256d
+from pool.jobs import Template
+from pool.node import NodeClient, NodeRPCError
+from solopool_tools.bench.client import Miner, reject_code
+from solopool_tools.bench.fakenode import (
     GENESIS,
     FakeNode,
     FakeNodeServer,
     load_template,
     with_extra_transactions,
 )
-from pool.bench.report import percentile, rows_for, summarize_ms, table
-from pool.bench.runs import (
+from solopool_tools.bench.report import percentile, rows_for, summarize_ms, table
+from solopool_tools.bench.runs import (
     ConnectionSettings,
     FanoutSettings,
     NodeSettings,
@@ -35,11 +40,6 @@ from pool.bench.runs import (
     run_fanout,
     run_submit,
 )
-from pool.consensus.address import address_to_script
-from pool.consensus.merkle import merkle_root
-from pool.consensus.serialize import sha256d
-from pool.jobs import Template
-from pool.node import NodeClient, NodeRPCError
 from tests.regtest import RegtestNode
 
 TEMPLATE = Path(__file__).parent / "data" / "gbt_mainnet.json"
@@ -124,7 +124,7 @@ async def test_fake_node_answers_what_the_pool_asks(fake_node: FakeNodeServer) -
 
 
 def test_fake_node_refuses_wrong_credentials(fake_node: FakeNodeServer) -> None:
-    from pool.bench.rpc import BenchRPCError, RPCClient
+    from solopool_tools.bench.rpc import BenchRPCError, RPCClient
 
     with pytest.raises(BenchRPCError) as excinfo:
         RPCClient(fake_node.url, RPC_USER, "wrong").call("getblockchaininfo")
@@ -152,7 +152,7 @@ async def test_fake_node_command_serves_until_told_to_stop(tmp_path: Path) -> No
 
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pool.bench", "fake-node", "--template", str(TEMPLATE),
+        sys.executable, "-m", "solopool_tools.bench", "fake-node", "--template", str(TEMPLATE),
         "--port", str(port), "--max-seconds", "60",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
@@ -160,7 +160,7 @@ async def test_fake_node_command_serves_until_told_to_stop(tmp_path: Path) -> No
         assert proc.stdout is not None
         banner = await asyncio.wait_for(proc.stdout.readline(), 30)
         assert b"height 840000" in banner
-        from pool.bench.rpc import RPCClient
+        from solopool_tools.bench.rpc import RPCClient
 
         rpc = RPCClient(f"http://127.0.0.1:{port}")
         info = await asyncio.to_thread(rpc.call, "getblockchaininfo")
@@ -236,7 +236,7 @@ async def test_submit_command_with_client_processes(
     )
     accepted_before, rejected_before = pool.shares_accepted, pool.shares_rejected
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pool.bench", "submit", "--url", pool_url(pool),
+        sys.executable, "-m", "solopool_tools.bench", "submit", "--url", pool_url(pool),
         "--miners", "4", "--seconds", "1", "--window", "2", "--client-procs", "2",
         "--chain", "main", "--json", "--max-seconds", "90",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -254,7 +254,7 @@ async def test_submit_command_with_client_processes(
 
 
 async def test_submit_refuses_a_regtest_easy_target(zmq_node: RegtestNode, start_pool: Any) -> None:
-    from pool.bench.client import BenchError
+    from solopool_tools.bench.client import BenchError
 
     pool = await start_pool(zmq_node)
     with pytest.raises(BenchError, match="regtest-easy"):
@@ -341,7 +341,7 @@ async def test_all_command_runs_each_test_and_reports_failures(
     pool = await start_pool(zmq_node)
     out = tmp_path / "all.json"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pool.bench", "all", "--url", pool_url(pool),
+        sys.executable, "-m", "solopool_tools.bench", "all", "--url", pool_url(pool),
         "--node-rpc", zmq_node.rpc_url, "--node-user", zmq_node.rpc_user,
         "--node-password", zmq_node.rpc_password, "--miners", "2", "--seconds", "1",
         "--connections", "12", "--hold", "0.2", "--fanout-miners", "6", "--blocks", "2",
@@ -358,7 +358,7 @@ async def test_all_command_runs_each_test_and_reports_failures(
     assert by_kind["connections"]["ready"] == by_kind["connections"]["held"] == 12
     assert by_kind["fanout"]["stages"][0]["incomplete"] == 0
     report = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pool.bench", "report", str(out), "--json",
+        sys.executable, "-m", "solopool_tools.bench", "report", str(out), "--json",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     report_out, _ = await asyncio.wait_for(report.communicate(), 60)
@@ -371,7 +371,7 @@ async def test_all_command_runs_each_test_and_reports_failures(
 def test_parse_url_and_users() -> None:
     assert parse_url("stratum+tcp://127.0.0.1:3333").port == 3333
     assert parse_url("localhost:4000").host == "localhost"
-    from pool.bench.client import BenchError
+    from solopool_tools.bench.client import BenchError
 
     with pytest.raises(BenchError):
         parse_url("http://127.0.0.1:3333")
@@ -408,7 +408,7 @@ def test_percentiles_and_table() -> None:
 
 
 def test_wait_quiet_is_bounded() -> None:
-    from pool.bench.cli import wait_quiet
+    from solopool_tools.bench.cli import wait_quiet
 
     assert wait_quiet(threshold=1000.0, max_seconds=5, window=0.05) == 0  # quiet at once
     assert wait_quiet(threshold=-1.0, max_seconds=0.2, window=0.05) == 0  # never: gives up

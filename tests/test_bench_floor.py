@@ -7,10 +7,10 @@ import asyncio
 import json
 from pathlib import Path
 
-from pool.bench.floor import mainnet_notify, send_floor, serve_echo
-from pool.bench.report import table
-from pool.bench.runs import SubmitSettings, run_submit
 from pool.consensus.target import nbits_to_target
+from solopool_tools.bench.floor import mainnet_notify, send_floor, serve_echo
+from solopool_tools.bench.report import table
+from solopool_tools.bench.runs import SubmitSettings, run_submit
 from tests.regtest import free_port
 
 TEMPLATE = Path(__file__).parent / "data" / "gbt_mainnet.json"

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from pool.bench import procfs
-from pool.bench.procfs import PoolProcesses, ProcSample
-from pool.bench.report import rows_for, table
-from pool.bench.runs import ClientSettings, parse_url, resolve_pool
+from solopool_tools.bench import procfs
+from solopool_tools.bench.procfs import PoolProcesses, ProcSample
+from solopool_tools.bench.report import rows_for, table
+from solopool_tools.bench.runs import ClientSettings, parse_url, resolve_pool
 
 # The parent reads commands on stdin and answers one line each:
 #   fork CPU MIB FDS [PORT]  a child that burns CPU seconds of its own CPU time, holds MIB MiB

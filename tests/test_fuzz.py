@@ -654,7 +654,7 @@ async def test_random_bytes_on_a_live_pool_do_not_disturb_a_miner(
     port = pool.stratum.port
     address = node.new_address("bech32")
     miner = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pool.miner", "--url", f"stratum+tcp://127.0.0.1:{port}",
+        sys.executable, "-m", "solopool_tools.miner", "--url", f"stratum+tcp://127.0.0.1:{port}",
         "--user", f"{address}.steady", "--blocks", "100000", "--seconds", "120",
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )

@@ -1,5 +1,5 @@
-"""Unit tests of solopool's CPU test miner (pool/miner.py), plus in-process end-to-end runs
-against a fake Stratum server defined here."""
+"""Unit tests of solopool's CPU test miner (tools/solopool_tools/miner.py), plus in-process
+end-to-end runs against a fake Stratum server defined here."""
 
 from __future__ import annotations
 
@@ -13,20 +13,21 @@ from typing import Any
 
 import pytest
 
-from pool import __version__
 from pool.consensus.address import address_to_script
 from pool.consensus.block import build_header, prevhash_from_stratum, stratum_prevhash
 from pool.consensus.coinbase import TxOut, build_coinbase
 from pool.consensus.merkle import merkle_root_from_branch
 from pool.consensus.serialize import sha256d
 from pool.consensus.target import difficulty_to_target, hash_to_int, nbits_to_target
-from pool.miner import (
+from solopool_tools import __version__
+from solopool_tools.miner import (
     VERSION_ROLLING_MASK,
     Job,
     Miner,
     MinerConfig,
     Share,
     WorkSpec,
+    _Session,
     _worker_main,
     build_job_header,
     build_parser,
@@ -614,6 +615,37 @@ async def test_seconds_limit_exit_codes() -> None:
         assert await Miner(_config(pool.port, blocks=None, seconds=0.5), out=out).run() == 0
         assert out.getvalue() == "accepted=0 rejected=0 blocks=0\n"
         assert await Miner(_config(pool.port, blocks=1, seconds=0.5), out=out).run() == 1
+
+
+async def test_session_ends_once_the_miner_is_done_even_if_lines_keep_coming() -> None:
+    """Python 3.11's wait_for can lose a cancellation when the read it wraps completes at the
+    same moment (seen as scripts/demo.sh hanging after its 3 blocks); the session must then still
+    end by itself once the miner is done, not keep reading a live pool."""
+    connected: asyncio.Queue[asyncio.StreamWriter] = asyncio.Queue()
+
+    async def accept(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await connected.put(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    pool_side = await asyncio.wait_for(connected.get(), timeout=30)
+    miner = Miner(_config(port), out=io.StringIO())
+    session = _Session(writer)
+    miner._session = session
+    reading = asyncio.create_task(miner._run_session(reader, session))
+    try:
+        await asyncio.sleep(0)  # the session has sent its requests and waits for a line
+        miner.stop()  # as on the last block; run() would now cancel the (lost) connection task
+        line = {"id": None, "method": "mining.set_difficulty", "params": [0.5]}
+        pool_side.write(json.dumps(line).encode() + b"\n")  # the pool keeps talking
+        await asyncio.wait_for(reading, timeout=30)  # TimeoutError: still reading
+        assert not writer.is_closing()  # it ended by itself; the caller closes the connection
+    finally:
+        reading.cancel()
+        writer.close()
+        pool_side.close()
+        server.close()
 
 
 async def test_main_cli_with_uvloop(capsys: pytest.CaptureFixture[str]) -> None:

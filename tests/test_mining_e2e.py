@@ -17,7 +17,7 @@ from tests.regtest import RegtestNode
 async def run_miner(port: int, user: str, blocks: int, *extra: str) -> list[str]:
     """Run `solopool-miner` until it has found `blocks` blocks; returns their hashes."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pool.miner",
+        sys.executable, "-m", "solopool_tools.miner",
         "--url", f"stratum+tcp://127.0.0.1:{port}",
         "--user", user,
         "--blocks", str(blocks),

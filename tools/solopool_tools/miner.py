@@ -35,11 +35,12 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from pool.consensus.block import build_header, prevhash_from_stratum
+from pool.consensus.merkle import merkle_root_from_branch
+from pool.consensus.serialize import sha256d
+from pool.consensus.target import difficulty_to_target, hash_to_int, nbits_to_target
+
 from . import __version__
-from .consensus.block import build_header, prevhash_from_stratum
-from .consensus.merkle import merkle_root_from_branch
-from .consensus.serialize import sha256d
-from .consensus.target import difficulty_to_target, hash_to_int, nbits_to_target
 
 log = logging.getLogger("solopool.miner")
 
@@ -699,8 +700,12 @@ class Miner:
         if cfg.suggest_difficulty is not None:
             d = cfg.suggest_difficulty
             self._request("mining.suggest_difficulty", [int(d) if float(d).is_integer() else d])
-        while True:  # ends by disconnect, client.reconnect, or cancellation from run()
-            line = await asyncio.wait_for(reader.readline(), timeout=READ_TIMEOUT)
+        # Ends by disconnect, client.reconnect, cancellation from run(), or once the miner is
+        # done: Python 3.11's wait_for can swallow that cancellation when a line arrives at the
+        # same moment, and a live pool never stops sending.
+        while not self._done.is_set():
+            async with asyncio.timeout(READ_TIMEOUT):
+                line = await reader.readline()
             if not line:
                 raise ConnectionError("closed by pool")
             if not line.endswith(b"\n"):

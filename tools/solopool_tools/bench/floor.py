@@ -35,7 +35,7 @@ _ID = re.compile(rb'"id"\s*:\s*("(?:[^"\\]|\\.)*"|-?\d+|null)')
 
 def mainnet_notify(template_path: Path) -> bytes:
     """A clean mining.notify line for the recorded template (pays a fixed P2WPKH script)."""
-    from ..jobs import JobManager, Template
+    from pool.jobs import JobManager, Template
 
     jobs = JobManager(b"/echo/")
     jobs.set_template(Template.from_rpc(json.loads(template_path.read_text())))

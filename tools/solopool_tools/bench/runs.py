@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..consensus.address import chain_params, encode_segwit_address
-from ..consensus.block import stratum_prevhash
-from ..consensus.target import nbits_to_target
+from pool.consensus.address import chain_params, encode_segwit_address
+from pool.consensus.block import stratum_prevhash
+from pool.consensus.target import nbits_to_target
+
 from . import procfs
 from .client import BenchError, LocalRunner, RemoteRunner, Runner
 from .report import machine, summarize_ms

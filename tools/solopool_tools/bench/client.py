@@ -28,10 +28,11 @@ from array import array
 from collections import Counter, deque
 from typing import Any
 
-from ..consensus.block import build_header, prevhash_from_stratum
-from ..consensus.merkle import merkle_root_from_branch
-from ..consensus.serialize import sha256d
-from ..consensus.target import difficulty_to_target
+from pool.consensus.block import build_header, prevhash_from_stratum
+from pool.consensus.merkle import merkle_root_from_branch
+from pool.consensus.serialize import sha256d
+from pool.consensus.target import difficulty_to_target
+
 from .procfs import own_cpu_seconds, raise_fd_limit
 
 USER_AGENT = "solopool-bench/0.1"

@@ -38,10 +38,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from ..consensus.address import AddressError, address_to_script, script_to_address
-from ..consensus.merkle import merkle_root
-from ..consensus.serialize import sha256d
-from ..consensus.target import nbits_to_target, target_to_difficulty
+from pool.consensus.address import AddressError, address_to_script, script_to_address
+from pool.consensus.merkle import merkle_root
+from pool.consensus.serialize import sha256d
+from pool.consensus.target import nbits_to_target, target_to_difficulty
 
 log = logging.getLogger(__name__)
 
