@@ -20,7 +20,8 @@ WILDCARD_HOSTS = {"0.0.0.0", "*", "::", "[::]", ""}
 
 def basic_auth(cookie_file: Path | None, user: str | None, password: str | None) -> bytes:
     """The Authorization header value: from the node's cookie file (rewritten at every node
-    start, so read at each new login), else from the configured user and password."""
+    start, so the client reads it again after a refused login), else from the configured user
+    and password."""
     if cookie_file is not None:
         try:
             pair = cookie_file.read_text().strip()

@@ -2,11 +2,11 @@
 
 python-bitcoinrpc is synchronous, so every call runs on a worker thread, never on the event loop.
 Each call opens its own proxy and connection (`pool.node.proxy`; an HTTP connection is not
-thread-safe). Calls are
-kept apart so that one that hangs cannot hold up the others: ordinary calls share a small pool
-of threads, `submitblock` has its own, and every longpoll (which the node may hold open for
-minutes) gets a thread of its own. Every ordinary call times out twice over: the socket's
-timeout, and an event-loop deadline a little later in case a thread is stuck anyway.
+thread-safe). Calls are kept apart so that one that hangs cannot hold up the others: ordinary
+calls share a small pool of threads, `submitblock` has its own, and every longpoll (which the
+node may hold open for minutes) gets a thread of its own. Every ordinary call times out twice
+over: the socket's timeout, and an event-loop deadline a little later in case a thread is stuck
+anyway.
 
 A longpoll has no timeout by default: bitcoind keeps one of its RPC worker threads (`-rpcthreads`)
 inside a longpoll until the tip changes, even after the client hung up, so a client that gives
