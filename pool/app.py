@@ -14,16 +14,16 @@ from .api import ApiServer
 from .blocks import ACCEPTED, BlockSpool, BlockSubmitter, FoundBlock, found_block
 from .config import Config, ConfigError, NodeConfig, load_config
 from .consensus.address import CHAINS, AddressError, address_to_script, is_supported_payout
-from .discovery import with_discovered_zmq
 from .events import Events, MinerView, ShareView
 from .jobs import JobManager, Template
 from .node import NodeAuthError, NodeClient, NodeError, NodeRPCError, NodeSet, NodeUnreachable
+from .node.discovery import with_discovered_zmq
+from .node.templates import TemplateSource
 from .notify import Notifier
 from .shares import Share
 from .stats import Stats, StatsError
 from .stratum.server import StratumServer
 from .stratum.session import AddressRefused, Session
-from .work import TemplateSource
 from .workers import WorkerGroup, WorkerStartError
 
 log = logging.getLogger(__name__)
@@ -70,10 +70,6 @@ class StartupError(Exception):
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = exit_code  # 2 when the fix is in the config file
-
-
-def make_node(config: Config) -> NodeClient:
-    return _client(config.node, "node")
 
 
 def _client(n: NodeConfig, name: str) -> NodeClient:

@@ -19,7 +19,6 @@ from typing import Any, TextIO
 
 from .config import Config, ConfigError, load_config
 from .consensus.address import CHAINS, AddressError, address_to_script, is_supported_payout
-from .discovery import connectable, published_hashblock
 from .node import (
     RPC_METHOD_NOT_FOUND,
     NodeAuthError,
@@ -28,6 +27,7 @@ from .node import (
     NodeRPCError,
     NodeUnreachable,
 )
+from .node.discovery import connectable, published_hashblock
 
 EXIT_OK = 0
 EXIT_FAIL = 1

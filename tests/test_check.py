@@ -19,7 +19,7 @@ import pytest
 from pool.app import Pool
 from pool.cli import main
 from pool.config import default_cookie_file, load_config
-from pool.discovery import connectable, published_hashblock
+from pool.node.discovery import connectable, published_hashblock
 from tests.conftest import pool_config
 from tests.regtest import REPO_DIR, RegtestNode, free_port
 

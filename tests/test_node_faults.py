@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-import pool.work
+import pool.node.templates
 from pool.app import Pool
 from pool.blocks import ACCEPTED
 from pool.consensus.block import stratum_prevhash
@@ -36,6 +36,7 @@ from tests.shares_util import find_nonce
 from tests.stratum_client import StratumTestClient
 
 BOUND = 15.0  # seconds: generous upper bound for every detection/resume time
+SOURCE_LOG = pool.node.templates.log.name  # the template source logs node outages
 
 
 @pytest.fixture
@@ -108,7 +109,7 @@ async def test_node_stopped_mid_mining(
     assert not client.closed
     assert await submit(client, user, job, block=True) is True
     await wait_for(lambda: len(pool.submitter.history) == 1, BOUND)
-    down_lines = errors_from(caplog.records, "pool.work")
+    down_lines = errors_from(caplog.records, SOURCE_LOG)
     assert len(down_lines) == 1, down_lines  # one line for the outage, not one per retry
     assert "cannot give templates" in down_lines[0] and "keep their last job" in down_lines[0]
 
@@ -132,7 +133,7 @@ async def test_node_stopped_mid_mining(
     await wait_for(lambda: node.rpc("getblockcount") == height + 2, BOUND)
     await clean_job_on(client, node.rpc("getbestblockhash"), mark)
     await wait_for(lambda: accepted(pool), BOUND)
-    assert len(errors_from(caplog.records, "pool.work")) == 1
+    assert len(errors_from(caplog.records, SOURCE_LOG)) == 1
     await client.close()
 
 
@@ -208,13 +209,13 @@ async def test_rpc_timeouts(
     proxy.hang = set()
 
     # The pool: a longpoll that times out is asked again, not counted as a node failure.
-    monkeypatch.setattr(pool.work, "LONGPOLL_TIMEOUT", 1.0)
+    monkeypatch.setattr(pool.node.templates, "LONGPOLL_TIMEOUT", 1.0)
     caplog.set_level(logging.INFO)
     mining = await start_pool(node, node_options={"rpc_url": proxy.url, "rpc_timeout_seconds": 1})
     user = node.new_address("bech32")
     miner = await mining_client(mining.stratum.port, user)
     await asyncio.sleep(2.5)
-    assert mining.source.node_ok and errors_from(caplog.records, "pool.work") == []
+    assert mining.source.node_ok and errors_from(caplog.records, SOURCE_LOG) == []
 
     # A hung validateaddress (a miner authorizing) does not delay new blocks for the others.
     proxy.hang = {"validateaddress"}
@@ -237,7 +238,7 @@ async def test_rpc_timeouts(
     figure("hung node noticed (rpc_timeout 1 s)",
            await wait_for(lambda: not mining.source.node_ok, BOUND))
     await asyncio.sleep(2.0)
-    lines = errors_from(caplog.records, "pool.work")
+    lines = errors_from(caplog.records, SOURCE_LOG)
     assert len(lines) == 1 and "did not answer" in lines[0], lines
     assert not miner.closed
     mark = len(miner.notifications)
@@ -265,7 +266,7 @@ async def test_http_500_and_initial_download(
     proxy.http_500 = True
     figure("HTTP 500 noticed", await wait_for(lambda: not mining.source.node_ok, BOUND))
     await asyncio.sleep(1.5)
-    lines = errors_from(caplog.records, "pool.work")
+    lines = errors_from(caplog.records, SOURCE_LOG)
     assert len(lines) == 1 and "500" in lines[0], lines
     mark = len(client.notifications)
     proxy.http_500 = False
@@ -279,7 +280,7 @@ async def test_http_500_and_initial_download(
     [new_tip] = node.generate(1)
     await wait_for(lambda: not mining.source.node_ok, BOUND)
     await asyncio.sleep(1.5)
-    lines = errors_from(caplog.records, "pool.work")
+    lines = errors_from(caplog.records, SOURCE_LOG)
     assert len(lines) == 2 and IBD_MESSAGE in lines[1] and "-10" in lines[1], lines
     assert len(client.notifications) == mark and not client.closed  # no job, still connected
     proxy.ibd = False
@@ -318,12 +319,12 @@ async def test_node_on_another_network(
         node.generate(1)
         await asyncio.sleep(2.0)
         assert len(client.notifications) == mark and not client.closed
-        lines = [line for line in errors_from(caplog.records, "pool.work") if fault in line]
+        lines = [line for line in errors_from(caplog.records, SOURCE_LOG) if fault in line]
         assert len(lines) == 1 and lines[0].startswith("WRONG NETWORK"), lines
         proxy.chain = proxy.genesis = None
         job = await next_notify(client, mark)
         assert job[1] == stratum_prevhash(node.rpc("getbestblockhash")) and job[8] is True
-    assert len(errors_from(caplog.records, "pool.work")) == 2
+    assert len(errors_from(caplog.records, SOURCE_LOG)) == 2
     await client.close()
 
 

@@ -22,14 +22,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .config import NodeConfig
-from .jobs import Template, TemplateError
-from .node import NodeClient, NodeError, NodeSet, NodeTimeout, NodeWrongChain
+from ..config import NodeConfig
+from ..consensus.template import Template, TemplateError
+from .errors import NodeError, NodeTimeout, NodeWrongChain
+from .nodeset import NodeSet
+from .rpc import NodeClient
 
 log = logging.getLogger(__name__)
 
 # A longpoll waits as long as the node holds it (None): giving up and asking again would leave
-# a bitcoind RPC thread stuck in the abandoned one until the next block (see pool/node.py).
+# a bitcoind RPC thread stuck in the abandoned one until the next block (see pool/node/rpc.py).
 LONGPOLL_TIMEOUT: float | None = None
 RETRY_MIN = 0.25  # first retry of a node that stopped answering...
 RETRY_MAX = 2.0  # ...doubling up to this: a node that returns is used within ~2 s

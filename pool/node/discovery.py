@@ -1,18 +1,37 @@
-"""Zero-config help: find what the node offers that the config did not name (ZMQ hashblock)."""
+"""Zero-config help: what the node offers that the config did not name (its cookie, its ZMQ
+hashblock)."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import logging
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from .config import NodeConfig
-from .node import NodeClient, NodeError
+from ..config import NodeConfig
+from .errors import NodeAuthError, NodeError
 
 log = logging.getLogger(__name__)
 
 WILDCARD_HOSTS = {"0.0.0.0", "*", "::", "[::]", ""}
+
+
+def basic_auth(cookie_file: Path | None, user: str | None, password: str | None) -> bytes:
+    """The Authorization header value: from the node's cookie file (rewritten at every node
+    start, so the client reads it again after a refused login), else from the configured user
+    and password."""
+    if cookie_file is not None:
+        try:
+            pair = cookie_file.read_text().strip()
+        except OSError as exc:
+            raise NodeAuthError(
+                f"cannot read the node's cookie file {cookie_file}: {exc.strerror}"
+            ) from None
+    else:
+        pair = f"{user or ''}:{password or ''}"
+    return b"Basic " + base64.b64encode(pair.encode())
 
 
 def connectable(published: str, rpc_url: str) -> str:
@@ -42,7 +61,13 @@ def published_hashblock(notifications: Any, rpc_url: str) -> str | None:
     return None
 
 
-async def with_discovered_zmq(node: NodeClient, config: NodeConfig) -> NodeConfig:
+class ZmqAsker(Protocol):
+    """A node client (typed structurally: the client itself imports this module)."""
+
+    async def get_zmq_notifications(self) -> list[dict[str, Any]]: ...
+
+
+async def with_discovered_zmq(node: ZmqAsker, config: NodeConfig) -> NodeConfig:
     """`config` with `zmq_hashblock` filled in from the node when it was not configured and the
     node publishes hashblock; unchanged otherwise (a node without ZMQ is fine: longpoll and
     polling still notice new blocks)."""
