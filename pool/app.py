@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from .api import ApiServer
@@ -454,13 +455,15 @@ class Pool:
         self.shares_rejected += 1
         self.events.reject(session, code, reason)
 
-    def block_found(self, session: Session, share: Share) -> None:
+    def block_found(self, session: Session, share: Share) -> Awaitable[None]:
+        """Spool the block (fsynced), then submit it; the miner is answered when the returned
+        awaitable is done, i.e. once the block is on disk."""
         block = found_block(session, share)
         log.warning(
             "BLOCK FOUND height=%d hash=%s worker=%s; submitting",
             block.height, block.hash, block.worker,
         )
-        self.stratum.run_soon(self.spool_and_submit(block))
+        return self.stratum.run_soon(self.spool_and_submit(block))
 
     async def spool_and_submit(self, block: FoundBlock) -> None:
         await self.submitter.found(block)

@@ -27,10 +27,11 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
-from .blocks import BlockSpool, FoundBlock, found_block
+from .blocks import BlockSpool, FoundBlock, found_block, spool_until_written
 from .config import StratumConfig
 from .ipc import Channel
 from .jobs import JobManager, Template
@@ -156,19 +157,21 @@ class WorkerPool:
     def share_rejected(self, session: Session, code: int, reason: str) -> None:
         self._queue(("r", session.extranonce1, session.address, session.worker, code, reason))
 
-    def block_found(self, session: Session, share: Share) -> None:
+    def block_found(self, session: Session, share: Share) -> Awaitable[None]:
+        """Spool the block, then hand it to the main process; the miner is answered when the
+        returned awaitable is done, i.e. once the block is on disk."""
         block = found_block(session, share)
         log.warning(
             "BLOCK FOUND height=%d hash=%s worker=%s; spooling and handing to the main process",
             block.height, block.hash, block.worker,
         )
-        self.stratum.run_soon(self._spool_and_send(block))
+        return self.stratum.run_soon(self._spool_and_send(block))
 
     async def _spool_and_send(self, block: FoundBlock) -> None:
         # On disk first: if either process dies now, the next start submits it from the spool.
         if self.spool is not None:
-            await asyncio.to_thread(self.spool.write, block)
-        self.flush()  # the share that found it is counted first
+            await spool_until_written(self.spool, block)
+        self.flush()
         if not self._send(("block", dataclasses.asdict(block))):
             log.error("block %s is spooled but the main process is gone; it is submitted at the "
                       "next start", block.hash)

@@ -319,10 +319,11 @@ class WorkerGroup:
                 w.channel.send(("config", self._worker_config()))
         return 0
 
-    def run_soon(self, awaitable: Awaitable[Any]) -> None:
+    def run_soon(self, awaitable: Awaitable[Any]) -> asyncio.Future[Any]:
         task = asyncio.ensure_future(awaitable)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
+        return task
 
     # --- from the workers -------------------------------------------------------------------------
 

@@ -1,9 +1,9 @@
 """A pool killed at the worst moment loses no block.
 
-The real pool process (`python -m pool.cli --config FILE`) runs with the test hook
-SOLOPOOL_FAULT=kill-after-spool: it SIGKILLs itself right after a found block's spool file is
-fsynced and before `submitblock`. Started again without the hook, it submits the block at
-start-up; the node gets it and the spool file ends ACCEPTED.
+The real pool process runs through tests/pool_launcher.py with the fault kill-after-spool: it
+SIGKILLs itself right after a found block's spool file is fsynced and before `submitblock`.
+Started again without the fault, it submits the block at start-up; the node gets it and the
+spool file ends ACCEPTED.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from pool.blocks import ACCEPTED, FAULT_ENV, FAULT_KILL_AFTER_SPOOL, PENDING
+from pool.blocks import ACCEPTED, PENDING
 from tests.faults_util import mining_client, notifies, spooled, wait_for
+from tests.pool_launcher import KILL_AFTER_SPOOL
 from tests.regtest import REPO_DIR, RegtestNode, free_port
 from tests.shares_util import find_nonce
 
@@ -49,13 +51,16 @@ enabled = false
     path.chmod(0o600)  # it holds the RPC password
 
 
-def start_pool_process(config: Path, log: Path, fault: str | None) -> subprocess.Popen[bytes]:
+def start_pool_process(
+    config: Path, log: Path, fault: str | None, preexec_fn: Callable[[], None] | None = None
+) -> subprocess.Popen[bytes]:
+    """The real pool (`pool.cli.main`) in its own process, through the tests' launcher."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOLOPOOL_")}
-    if fault is not None:
-        env[FAULT_ENV] = fault
+    faults = [] if fault is None else ["--fault", fault]
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "pool.cli", "--config", str(config)],
+            [sys.executable, "-m", "tests.pool_launcher", *faults, "--", "--config", str(config)],
+            preexec_fn=preexec_fn,
             cwd=REPO_DIR,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -88,7 +93,7 @@ async def test_sigkill_after_spool_then_restart_submits(
     write_config(config, node, port, data_dir)
     log = tmp_path / "pool.log"
 
-    proc = start_pool_process(config, log, FAULT_KILL_AFTER_SPOOL)
+    proc = start_pool_process(config, log, KILL_AFTER_SPOOL)
     try:
         await wait_listening(port, proc, log)
         user = node.new_address("bech32")

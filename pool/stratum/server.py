@@ -653,8 +653,9 @@ class StratumServer:
             except Exception:  # pragma: no cover - sweep guards each session itself
                 log.exception("stratum sweep failed")
 
-    def run_soon(self, awaitable: Awaitable[Any]) -> None:
+    def run_soon(self, awaitable: Awaitable[Any]) -> asyncio.Future[Any]:
         """Work that must finish even at shutdown (spooling a found block)."""
         task = asyncio.ensure_future(awaitable)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
+        return task
