@@ -32,6 +32,7 @@ from .events import PoolListener
 from .node import NodeError, NodeRPCError
 from .shares import ERR_STALE
 from .stratum.session import split_username
+from .tasks import supervised
 
 if TYPE_CHECKING:
     from .events import MinerView, ShareView
@@ -552,9 +553,9 @@ class Stats(PoolListener):
 
     def start(self) -> None:
         """Start the periodic flush and the confirmation watch."""
-        self._tasks.append(asyncio.create_task(self._flush_loop(), name="stats-flush"))
+        self._tasks.append(supervised("stats-flush", self._flush_loop))
         if self.node is not None:
-            self._tasks.append(asyncio.create_task(self._confirm_loop(), name="stats-confirm"))
+            self._tasks.append(supervised("stats-confirm", self._confirm_loop))
 
     async def close(self) -> None:
         for task in self._tasks:

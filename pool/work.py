@@ -20,11 +20,13 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from .config import NodeConfig
 from .jobs import Template, TemplateError
 from .node import NodeClient, NodeError, NodeSet, NodeTimeout, NodeWrongChain
+from .tasks import supervised
 
 log = logging.getLogger(__name__)
 
@@ -245,16 +247,16 @@ class TemplateSource:
     def start(self) -> None:
         self._running = True
         self._restart_longpoll()
-        self._tasks.append(asyncio.create_task(self._poll_loop(), name="tip-poll"))
-        self._tasks.append(asyncio.create_task(self._refresh_loop(), name="refresh"))
+        self._tasks.append(supervised("tip-poll", self._poll_loop))
+        self._tasks.append(supervised("refresh", self._refresh_loop))
         for node in self.nodes.clients:
-            self._tasks.append(asyncio.create_task(self._watch_loop(node), name=f"watch-{node}"))
+            self._tasks.append(supervised(f"watch-{node}", partial(self._watch_loop, node)))
             endpoint = node.zmq_hashblock
             if node is self.nodes.primary:
                 endpoint = self.config.zmq_hashblock or endpoint  # may have been discovered
             if endpoint:
                 self._tasks.append(
-                    asyncio.create_task(self._zmq_loop(node, endpoint), name=f"zmq-{node}")
+                    supervised(f"zmq-{node}", partial(self._zmq_loop, node, endpoint))
                 )
 
     async def stop(self) -> None:
@@ -276,7 +278,7 @@ class TemplateSource:
             if self._longpoll is asyncio.current_task():
                 return  # called from the longpoll itself: its next round uses the new node
             self._longpoll.cancel()  # its thread finishes alone; the answer is dropped
-        self._longpoll = asyncio.create_task(self._longpoll_loop(), name="longpoll")
+        self._longpoll = supervised("longpoll", self._longpoll_loop)
 
     async def _longpoll_loop(self) -> None:
         delay = RETRY_MIN

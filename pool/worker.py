@@ -38,6 +38,7 @@ from .jobs import JobManager, Template
 from .shares import Share
 from .stratum.server import StratumServer
 from .stratum.session import AddressRefused, Session
+from .tasks import supervised
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +246,7 @@ class WorkerPool:
             self._send(("failed", exc.errno or 0, exc.strerror or str(exc)))
             return 1
         self._send(("ready", os.getpid()))
-        self._snapshots = asyncio.create_task(self._snapshot_loop(), name="snapshots")
+        self._snapshots = supervised("snapshots", self._snapshot_loop)
         await self.stopping.wait()
         self._snapshots.cancel()
         await self.stratum.close()  # client.reconnect to every miner; found blocks spooled
@@ -303,9 +304,11 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     from .cli import install_uvloop
+    from .fdlimit import raise_open_file_limit
     from .logsafety import quiet_rpc_logger
 
     quiet_rpc_logger()
+    raise_open_file_limit()
     install_uvloop()
     try:
         return asyncio.run(run(int(args[0])))
