@@ -25,13 +25,16 @@ from tests.faults_util import mining_client, notifies, spooled, wait_for
 from tests.pool_launcher import KILL_AFTER_SPOOL
 from tests.regtest import REPO_DIR, RegtestNode, RPCError, free_port
 from tests.shares_util import find_nonce, header_for
+from tests.stratum_client import StratumTestClient
 
 BOUND = 20.0
 
 
 def write_config(
-    path: Path, node: RegtestNode, port: int, data_dir: Path, stratum_extra: str = ""
+    path: Path, node: RegtestNode, port: int, data_dir: Path, stratum_extra: str = "",
+    api_port: int | None = None,
 ) -> None:
+    api = "enabled = false" if api_port is None else f'host = "127.0.0.1"\nport = {api_port}'
     path.write_text(
         f"""
 [node]
@@ -51,7 +54,7 @@ min_difficulty = 0.00001
 data_dir = "{data_dir}"
 
 [api]
-enabled = false
+{api}
 """
     )
     path.chmod(0o600)  # it holds the RPC password
@@ -153,15 +156,19 @@ def known_to_node(node: RegtestNode, block_hash: str) -> bool:
     return True
 
 
-async def mine_blocks(port: int, user: str, answered: list[str], seq: list[int]) -> None:
+async def mine_blocks(
+    port: int, user: str, answered: list[str], seq: list[int], *,
+    client: StratumTestClient | None = None, until: int | None = None,
+) -> None:
     """Submit blocks as fast as the pool sends work, recording every one answered `true`,
-    until the connection dies (the pool was killed)."""
+    until the connection dies (the pool was killed) or `until` blocks are answered."""
+    if client is None:
+        try:
+            client = await mining_client(port, user)
+        except (OSError, TimeoutError):
+            return
     try:
-        client = await mining_client(port, user)
-    except (OSError, TimeoutError):
-        return
-    try:
-        while True:
+        while until is None or len(answered) < until:
             seen = len(client.notifications)
             notify = notifies(client)[-1]
             seq[0] += 1
