@@ -64,6 +64,7 @@ class _LazyDebugJson:
 authproxy.json = _LazyDebugJson()
 
 # Codes bitcoind answers while it cannot give templates yet (rpc/protocol.h).
+RPC_INVALID_PARAMETER = -8  # getblockhash: no block at that height
 RPC_CLIENT_NOT_CONNECTED = -9
 RPC_CLIENT_IN_INITIAL_DOWNLOAD = -10
 RPC_IN_WARMUP = -28
@@ -527,8 +528,10 @@ class NodeSet:
             for next_done in asyncio.as_completed(tasks):
                 try:
                     found = await next_done
-                except NodeRPCError:
-                    answered = True  # e.g. -8: no block at that height on its best chain
+                except NodeRPCError as exc:
+                    # -8: no block at that height on its best chain. Anything else (-28, still
+                    # starting after a restart) is no answer: asked again, not taken as "no".
+                    answered = answered or exc.code == RPC_INVALID_PARAMETER
                     continue
                 except NodeError:
                     continue
