@@ -133,16 +133,17 @@ class BlockSpool:
         return [b for b in self.load_all() if b.status == PENDING]
 
     @staticmethod
-    def _read(path: Path) -> FoundBlock | str:
-        """The block a spool file holds, or why it is not a complete one."""
+    def _read(path: Path, whole: bool = False) -> FoundBlock | str:
+        """The block a spool file holds, or why it cannot be read (with `whole`: or why it is
+        not a complete block)."""
         try:
             data = json.loads(path.read_bytes())
             # Fields a newer version may add are ignored rather than losing the block.
             block = FoundBlock(**{k: v for k, v in data.items() if k in _FIELDS})
-            raw = bytes.fromhex(block.hex)
+            raw = bytes.fromhex(block.hex) if whole else b""
         except (OSError, ValueError, TypeError, AttributeError) as exc:
             return f"{type(exc).__name__}: {exc}"
-        problem = block_problem(raw, block.hash)
+        problem = block_problem(raw, block.hash) if whole else None
         return block if problem is None else f"not a complete block: {problem}"
 
     def recover(self) -> list[FoundBlock]:
@@ -152,13 +153,13 @@ class BlockSpool:
         complete block is logged and moved to `damaged/`."""
         blocks: dict[str, FoundBlock] = {}
         for path in sorted(self.directory.glob("*.json")):
-            block = self._read(path)
+            block = self._read(path, whole=True)
             if isinstance(block, str):
                 self._set_aside(path, block)
             else:
                 blocks[block.hash] = block
         for path in sorted(self.directory.glob("*.tmp")):
-            block = self._read(path)
+            block = self._read(path, whole=True)
             if isinstance(block, str):
                 self._set_aside(path, block)
                 continue
