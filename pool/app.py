@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from .api import ApiServer
@@ -24,6 +25,7 @@ from .shares import Share
 from .stats import Stats, StatsError
 from .stratum.server import StratumServer
 from .stratum.session import AddressRefused, Session
+from .tasks import supervised
 from .workers import WorkerGroup, WorkerStartError
 
 log = logging.getLogger(__name__)
@@ -118,7 +120,9 @@ class Pool:
             )
             if (os.cpu_count() or 1) > 1:
                 self.stratum.enable_threaded_sends()
-        self.source = TemplateSource(self.nodes, config.node, self._new_template)
+        self.source = TemplateSource(
+            self.nodes, config.node, self._new_template, start_task=supervised
+        )
         self.chain = ""
         self._payouts: dict[str, bytes] = {}
         self._stopping = asyncio.Event()
@@ -450,13 +454,15 @@ class Pool:
         self.shares_rejected += 1
         self.events.reject(session, code, reason)
 
-    def block_found(self, session: Session, share: Share) -> None:
+    def block_found(self, session: Session, share: Share) -> Awaitable[None]:
+        """Spool the block (fsynced), then submit it; the miner is answered when the returned
+        awaitable is done, i.e. once the block is on disk."""
         block = found_block(session, share)
         log.warning(
             "BLOCK FOUND height=%d hash=%s worker=%s; submitting",
             block.height, block.hash, block.worker,
         )
-        self.stratum.run_soon(self.spool_and_submit(block))
+        return self.stratum.run_soon(self.spool_and_submit(block))
 
     async def spool_and_submit(self, block: FoundBlock) -> None:
         await self.submitter.found(block)

@@ -1,10 +1,8 @@
 """Found blocks: spooled to disk (fsynced) before anything else happens to them, then submitted
 to every configured node until a final answer, and confirmed with `getblockhash` at their
-height. Spool files without a final answer are submitted again at start-up.
-
-Test hook: with the environment variable `SOLOPOOL_FAULT=kill-after-spool` the pool kills itself
-with SIGKILL right after a block's spool file is fsynced and before `submitblock`, to show that a
-crash at the worst moment loses nothing (tests/test_crash.py). Never set it in production.
+height. Spool files without a final answer are submitted again at start-up, including one a
+crash left half-renamed (`*.tmp`) when it holds a whole block; a damaged one is set aside in
+`blocks/damaged/` with an error line, never dropped silently.
 """
 
 from __future__ import annotations
@@ -14,14 +12,15 @@ import dataclasses
 import json
 import logging
 import os
-import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .consensus.block import block_problem
 from .node import NodeClient, NodeError, NodeRPCError, NodeSet
+from .tasks import supervised
 
 if TYPE_CHECKING:
     from .shares import Share
@@ -40,8 +39,10 @@ RPC_VERIFY_ERROR = -25
 # submitblock answers that mean the node has the block (reference §8), best first.
 ACCEPTING_ANSWERS = ("null", "duplicate", "inconclusive")
 
-FAULT_ENV = "SOLOPOOL_FAULT"
-FAULT_KILL_AFTER_SPOOL = "kill-after-spool"
+# A spool write that fails (disk full, out of file descriptors) is tried again, this far apart.
+SPOOL_RETRY_FIRST_SECONDS = 0.05
+SPOOL_RETRY_MAX_SECONDS = 5.0
+DAMAGED_DIR = "damaged"
 
 # After a block's final answer, nodes that never answered are still offered it for this long.
 CATCH_UP_SECONDS = 600.0
@@ -93,36 +94,130 @@ class BlockSpool:
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def write(self, block: FoundBlock) -> Path:
+        """Write, fsync the file, rename it into place and fsync the directory: when this
+        returns the block survives a crash or power cut."""
         path = self.directory / block.filename
-        tmp = path.with_suffix(".tmp")
+        # Per process: in worker mode a worker and the main process spool the same block.
+        tmp = self.directory / f"{block.filename}.{os.getpid()}.tmp"
         data = json.dumps(asdict(block), indent=1).encode()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
+        self._sync_directory()
+        return path
+
+    def _sync_directory(self) -> None:
         dir_fd = os.open(self.directory, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        return path
 
     def load_all(self) -> list[FoundBlock]:
         blocks = []
         for path in sorted(self.directory.glob("*.json")):
-            try:
-                data = json.loads(path.read_text())
-                # Fields a newer version may add are ignored rather than losing the block.
-                blocks.append(FoundBlock(**{k: v for k, v in data.items() if k in _FIELDS}))
-            except (OSError, ValueError, TypeError, AttributeError) as exc:
-                log.error("cannot read spooled block %s: %s", path, exc)
+            block = self._read(path)
+            if isinstance(block, str):
+                log.error("cannot read spooled block %s: %s", path, block)
+            else:
+                blocks.append(block)
         return blocks
 
     def pending(self) -> list[FoundBlock]:
         return [b for b in self.load_all() if b.status == PENDING]
+
+    @staticmethod
+    def _read(path: Path, whole: bool = False) -> FoundBlock | str:
+        """The block a spool file holds, or why it cannot be read (with `whole`: or why it is
+        not a complete block)."""
+        try:
+            data = json.loads(path.read_bytes())
+            # Fields a newer version may add are ignored rather than losing the block.
+            block = FoundBlock(**{k: v for k, v in data.items() if k in _FIELDS})
+            raw = bytes.fromhex(block.hex) if whole else b""
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        problem = block_problem(raw, block.hash) if whole else None
+        return block if problem is None else f"not a complete block: {problem}"
+
+    def recover(self) -> list[FoundBlock]:
+        """At start-up, before anything else writes here: every spooled block, with the spool
+        made whole. A `.tmp` file (a crash between write and rename) holding a complete block is
+        renamed into place unless its `.json` already says as much; any file that is not a
+        complete block is logged and moved to `damaged/`."""
+        blocks: dict[str, FoundBlock] = {}
+        for path in sorted(self.directory.glob("*.json")):
+            block = self._read(path, whole=True)
+            if isinstance(block, str):
+                self._set_aside(path, block)
+            else:
+                blocks[block.hash] = block
+        for path in sorted(self.directory.glob("*.tmp")):
+            block = self._read(path, whole=True)
+            if isinstance(block, str):
+                self._set_aside(path, block)
+                continue
+            known = blocks.get(block.hash)
+            if known is not None and not (known.status == PENDING and block.status != PENDING):
+                log.info("removing %s: %s holds the same block", path.name, known.filename)
+                path.unlink()
+                continue
+            os.replace(path, self.directory / block.filename)
+            self._sync_directory()
+            log.warning(
+                "recovered block %s at height %d from the unfinished spool file %s",
+                block.hash, block.height, path.name,
+            )
+            blocks[block.hash] = block
+        return sorted(blocks.values(), key=lambda b: b.filename)
+
+    def _set_aside(self, path: Path, why: str) -> None:
+        damaged = self.directory / DAMAGED_DIR
+        try:
+            damaged.mkdir(exist_ok=True)
+            os.replace(path, damaged / path.name)
+            self._sync_directory()
+        except OSError as exc:
+            log.error(
+                "spool file %s is not a complete block (%s) and cannot be moved to %s: %s",
+                path, why, damaged, exc,
+            )
+            return
+        log.error(
+            "spool file %s is not a complete block (%s); moved to %s for inspection",
+            path.name, why, damaged,
+        )
+
+
+async def spool_until_written(spool: BlockSpool, block: FoundBlock) -> None:
+    """`spool.write` in a thread, tried again with backoff on any OSError until it succeeds: a
+    found block is never given up for a full disk or a lack of file descriptors."""
+    delay = SPOOL_RETRY_FIRST_SECONDS
+    failures = 0
+    while True:
+        # A copy: the submitter may record answers while the thread serializes.
+        snapshot = dataclasses.replace(block, answers=dict(block.answers))
+        try:
+            await asyncio.to_thread(spool.write, snapshot)
+        except OSError as exc:
+            failures += 1
+            if failures == 1 or failures % 20 == 0:
+                log.error(
+                    "cannot spool block %s to %s (%s); trying again (%d attempt(s) so far)",
+                    block.hash, spool.directory, exc, failures,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, SPOOL_RETRY_MAX_SECONDS)
+            continue
+        if failures:
+            log.warning("spooled block %s after %d failed attempt(s)", block.hash, failures)
+        return
 
 
 class BlockSubmitter:
@@ -134,17 +229,11 @@ class BlockSubmitter:
         spool: BlockSpool,
         on_final: Callable[[FoundBlock], Awaitable[None]] | None = None,
         max_backoff: float = 10.0,
-        fault: str | None = None,
     ) -> None:
         self.nodes = nodes if isinstance(nodes, NodeSet) else NodeSet([nodes])
         self.spool = spool
         self.on_final = on_final
         self.max_backoff = max_backoff
-        self.fault = os.environ.get(FAULT_ENV, "") if fault is None else fault
-        if self.fault:
-            log.warning(
-                "%s=%s is set: a test hook, not for production", FAULT_ENV, self.fault
-            )
         self.in_flight: set[asyncio.Task[None]] = set()
         self.catch_ups: set[asyncio.Task[None]] = set()
         self.history: list[FoundBlock] = []
@@ -153,26 +242,19 @@ class BlockSubmitter:
 
     async def found(self, block: FoundBlock) -> None:
         """Spool, then submit. Returns once the spool file is on disk."""
-        await asyncio.to_thread(self.spool.write, block)
-        if self.fault == FAULT_KILL_AFTER_SPOOL:
-            log.critical(
-                "%s=%s: killing the pool with SIGKILL after spooling block %s",
-                FAULT_ENV, self.fault, block.hash,
-            )
-            for handler in logging.getLogger().handlers:
-                handler.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
+        await spool_until_written(self.spool, block)
         self._start(block)
 
     def _start(self, block: FoundBlock) -> None:
         self.history.append(block)
-        task = asyncio.create_task(self._submit_until_final(block), name=f"submit-{block.hash}")
+        task = supervised(f"submit-{block.hash}", lambda: self._submit_until_final(block))
         self.in_flight.add(task)
         task.add_done_callback(self.in_flight.discard)
 
     async def resubmit_pending(self) -> int:
         """At start-up: submit every spooled block that never got a final answer."""
-        blocks = await asyncio.to_thread(self.spool.pending)
+        recovered = await asyncio.to_thread(self.spool.recover)
+        blocks = [b for b in recovered if b.status == PENDING]
         for block in blocks:
             log.warning("resubmitting spooled block %s at height %d", block.hash, block.height)
             self._start(block)
@@ -223,6 +305,8 @@ class BlockSubmitter:
     ) -> None:
         try:
             await self._submit_to(client, block, warned)
+        except Exception:  # a bug: the block is still owed to this node, so the round retries
+            log.exception("submitblock for %s to %s failed unexpectedly", block.hash, client)
         finally:
             busy.discard(client.name)
 
@@ -233,8 +317,8 @@ class BlockSubmitter:
             if exc.code in (RPC_DESERIALIZATION_ERROR, RPC_VERIFY_ERROR):
                 block.answers[client.name] = f"RPC error {exc.code}: {exc.message}"
                 return
-            error: NodeError = exc
-        except NodeError as exc:
+            error: Exception = exc
+        except (NodeError, OSError) as exc:
             error = exc
         else:
             block.answers[client.name] = "null" if answer is None else answer
@@ -268,9 +352,9 @@ class BlockSubmitter:
         await self._judge(block)
         block.final_at = time.time()
         self._log_verdict(block)
-        await asyncio.to_thread(self.spool.write, block)
+        await spool_until_written(self.spool, block)
         if self._owing(block) and block.status != REJECTED:
-            task = asyncio.create_task(self._catch_up(block, warned), name=f"late-{block.hash}")
+            task = supervised(f"late-{block.hash}", lambda: self._catch_up(block, warned))
             self.catch_ups.add(task)
             task.add_done_callback(self.catch_ups.discard)
         else:
@@ -290,7 +374,7 @@ class BlockSubmitter:
                 await self._submit_round(block, warned)
                 if block.answers != written:
                     written = dict(block.answers)
-                    await asyncio.to_thread(self.spool.write, block)
+                    await spool_until_written(self.spool, block)
         finally:
             self._busy.pop(block.hash, None)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from . import __version__
 from .app import Pool, StartupError
 from .config import ConfigError, load_config
+from .fdlimit import raise_open_file_limit
 from .logsafety import config_permission_warning, quiet_rpc_logger
 
 EXIT_CONFIG = 2
@@ -90,6 +91,7 @@ def run_pool(args: argparse.Namespace) -> int:
     warning = config_permission_warning(config)
     if warning is not None:
         logging.getLogger("solopool").warning("%s", warning)
+    raise_open_file_limit()
     install_uvloop()
     pool = Pool(config)
     try:

@@ -23,6 +23,7 @@ from .blocks import ACCEPTED, ORPHANED, REJECTED, FoundBlock
 from .config import NotifyConfig
 from .events import PoolListener
 from .stats import MATURITY, BlockRecord, Stats
+from .tasks import supervised
 from .units import format_duration
 
 if TYPE_CHECKING:
@@ -102,8 +103,8 @@ class Notifier(PoolListener):
         if self.urls:
             self._http = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})
             for i in range(SENDERS):
-                self._tasks.append(asyncio.create_task(self._sender(), name=f"notify-{i}"))
-        self._tasks.append(asyncio.create_task(self._watch_silence(), name="notify-silence"))
+                self._tasks.append(supervised(f"notify-{i}", self._sender))
+        self._tasks.append(supervised("notify-silence", self._watch_silence))
 
     async def stop(self) -> None:
         if self.urls and self._tasks:

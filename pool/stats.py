@@ -32,6 +32,7 @@ from .events import PoolListener
 from .node import NodeError, NodeRPCError
 from .shares import ERR_STALE
 from .stratum.session import split_username
+from .tasks import supervised
 
 if TYPE_CHECKING:
     from .events import MinerView, ShareView
@@ -552,9 +553,9 @@ class Stats(PoolListener):
 
     def start(self) -> None:
         """Start the periodic flush and the confirmation watch."""
-        self._tasks.append(asyncio.create_task(self._flush_loop(), name="stats-flush"))
+        self._tasks.append(supervised("stats-flush", self._flush_loop))
         if self.node is not None:
-            self._tasks.append(asyncio.create_task(self._confirm_loop(), name="stats-confirm"))
+            self._tasks.append(supervised("stats-confirm", self._confirm_loop))
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -794,6 +795,8 @@ class Stats(PoolListener):
 
     def _watched(self, now: float) -> list[BlockRecord]:
         def watch(b: BlockRecord) -> bool:
+            if b.status == PENDING:  # no verdict yet; the node may have it already
+                return True
             if b.status == ACCEPTED:
                 return b.confirmations is None or b.confirmations < MATURITY
             return b.status == ORPHANED and now - b.found_at < WATCH_ORPHANED_SECONDS
@@ -822,7 +825,12 @@ class Stats(PoolListener):
                 b.status, b.in_best_chain, change = ACCEPTED, True, "back_in_chain"
             elif confirmations >= MATURITY and (b.confirmations or 0) < MATURITY:
                 change = "matured"
-            if confirmations == b.confirmations and change is None:
+            # A verdict recorded while the node was away can say "not in the best chain"
+            # with the confirmations unchanged: in_best_chain is compared on its own.
+            if (
+                confirmations == b.confirmations and (confirmations > 0) == b.in_best_chain
+                and change is None
+            ):
                 continue
             b.confirmations = confirmations
             b.in_best_chain = confirmations > 0

@@ -27,16 +27,18 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
-from .blocks import BlockSpool, FoundBlock, found_block
+from .blocks import BlockSpool, FoundBlock, found_block, spool_until_written
 from .config import StratumConfig
 from .ipc import Channel
 from .jobs import JobManager, Template
 from .shares import Share
 from .stratum.server import StratumServer
 from .stratum.session import AddressRefused, Session
+from .tasks import supervised
 
 log = logging.getLogger(__name__)
 
@@ -156,19 +158,21 @@ class WorkerPool:
     def share_rejected(self, session: Session, code: int, reason: str) -> None:
         self._queue(("r", session.extranonce1, session.address, session.worker, code, reason))
 
-    def block_found(self, session: Session, share: Share) -> None:
+    def block_found(self, session: Session, share: Share) -> Awaitable[None]:
+        """Spool the block, then hand it to the main process; the miner is answered when the
+        returned awaitable is done, i.e. once the block is on disk."""
         block = found_block(session, share)
         log.warning(
             "BLOCK FOUND height=%d hash=%s worker=%s; spooling and handing to the main process",
             block.height, block.hash, block.worker,
         )
-        self.stratum.run_soon(self._spool_and_send(block))
+        return self.stratum.run_soon(self._spool_and_send(block))
 
     async def _spool_and_send(self, block: FoundBlock) -> None:
         # On disk first: if either process dies now, the next start submits it from the spool.
         if self.spool is not None:
-            await asyncio.to_thread(self.spool.write, block)
-        self.flush()  # the share that found it is counted first
+            await spool_until_written(self.spool, block)
+        self.flush()
         if not self._send(("block", dataclasses.asdict(block))):
             log.error("block %s is spooled but the main process is gone; it is submitted at the "
                       "next start", block.hash)
@@ -242,7 +246,7 @@ class WorkerPool:
             self._send(("failed", exc.errno or 0, exc.strerror or str(exc)))
             return 1
         self._send(("ready", os.getpid()))
-        self._snapshots = asyncio.create_task(self._snapshot_loop(), name="snapshots")
+        self._snapshots = supervised("snapshots", self._snapshot_loop)
         await self.stopping.wait()
         self._snapshots.cancel()
         await self.stratum.close()  # client.reconnect to every miner; found blocks spooled
@@ -300,9 +304,11 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     from .cli import install_uvloop
+    from .fdlimit import raise_open_file_limit
     from .logsafety import quiet_rpc_logger
 
     quiet_rpc_logger()
+    raise_open_file_limit()
     install_uvloop()
     try:
         return asyncio.run(run(int(args[0])))

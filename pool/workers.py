@@ -17,6 +17,7 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable
+from functools import partial
 from sys import intern
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ from .config import StratumConfig
 from .ipc import Channel, encode
 from .stratum.server import tls_context, wait_for_blocks
 from .stratum.session import AddressRefused
+from .tasks import supervised
 
 if TYPE_CHECKING:
     from .app import Pool
@@ -222,7 +224,7 @@ class WorkerGroup:
             "start", self._worker_config(), pool.full_config.pool.data_dir, w.index,
             pool.jobs.template, pool.jobs.coinbase_tag, logging.getLogger().getEffectiveLevel(),
         ))
-        supervisor = asyncio.create_task(self._supervise(w), name=f"worker-{w.index}")
+        supervisor = supervised(f"worker-{w.index}", partial(self._supervise, w))
         self._supervisors.add(supervisor)
         supervisor.add_done_callback(self._supervisors.discard)
         try:
@@ -319,10 +321,11 @@ class WorkerGroup:
                 w.channel.send(("config", self._worker_config()))
         return 0
 
-    def run_soon(self, awaitable: Awaitable[Any]) -> None:
+    def run_soon(self, awaitable: Awaitable[Any]) -> asyncio.Future[Any]:
         task = asyncio.ensure_future(awaitable)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
+        return task
 
     # --- from the workers -------------------------------------------------------------------------
 

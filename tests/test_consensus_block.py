@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import pytest
 
 from pool.consensus.block import (
+    block_problem,
+    block_txids,
     build_header,
     header_hash,
     prevhash_from_stratum,
@@ -558,3 +560,62 @@ def test_full_block_from_template_like_parts() -> None:
     coinbase_len = len(stripped) + 36
     assert parse_tx(block[81 : 81 + coinbase_len]).witnesses == [[bytes(32)]]
     assert block[81 + coinbase_len :] == b"".join(template_data)
+
+
+# --- whole blocks: parsing and completeness (what spool recovery trusts) -------------------------
+
+GENESIS_BLOCK = (
+    "0100000000000000000000000000000000000000000000000000000000000000000000003ba3edfd7a7b12b2"
+    "7ac72c3e67768f617fc81bc3888a51323a9fb8aa4b1e5e4a29ab5f49ffff001d1dac2b7c01010000000100"
+    "00000000000000000000000000000000000000000000000000000000000000ffffffff4d04ffff001d0104"
+    "455468652054696d65732030332f4a616e2f32303039204368616e63656c6c6f72206f6e206272696e6b20"
+    "6f66207365636f6e64206261696c6f757420666f722062616e6b73ffffffff0100f2052a01000000434104"
+    "678afdb0fe5548271967f1a67130b7105cd6a828e03909a67962e0ea1f61deb649f6bc3f4cef38c4f35504"
+    "e51ec112de5c384df7ba0b8d578a4c702b6bf11d5fac00000000"
+)
+GENESIS_HASH = "000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f"
+GENESIS_MERKLE_DISPLAY = "4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b"
+
+
+def test_genesis_block_is_complete() -> None:
+    raw = bytes.fromhex(GENESIS_BLOCK)
+    assert [internal_to_display(t) for t in block_txids(raw)] == [GENESIS_MERKLE_DISPLAY]
+    assert block_problem(raw) is None
+    assert block_problem(raw, GENESIS_HASH) is None
+
+
+@pytest.mark.parametrize("cut", [1, 4, 60, 200, 284])
+def test_a_truncated_block_is_incomplete(cut: int) -> None:
+    raw = bytes.fromhex(GENESIS_BLOCK)[:cut]
+    problem = block_problem(raw)
+    assert problem is not None and "parse" in problem
+
+
+def test_trailing_bytes_wrong_hash_merkle_and_nbits_are_named() -> None:
+    raw = bytes.fromhex(GENESIS_BLOCK)
+    assert "after the last transaction" in (block_problem(raw + b"\x00") or "")
+    assert "hashes to" in (block_problem(raw, "00" * 32) or "")
+    # A changed transaction byte: the header still hashes fine but the root no longer matches.
+    tampered = bytearray(raw)
+    tampered[-10] ^= 1
+    assert "merkle root" in (block_problem(bytes(tampered)) or "")
+    # A changed nonce: the hash no longer meets the genesis nbits.
+    renonced = bytearray(raw)
+    renonced[76] ^= 1
+    assert "does not meet" in (block_problem(bytes(renonced)) or "")
+
+
+def test_segwit_coinbase_txid_ignores_the_witness() -> None:
+    plain = bytes.fromhex(GENESIS_BLOCK)[81:]
+    witness = add_witness_reserved_value(plain)
+    assert witness != plain
+    root = sha256d(plain)
+    nbits = 0x207FFFFF
+    for nonce in range(1000):
+        header = build_header(0x20000000, bytes(32), root, 1700000000, nbits, nonce)
+        if hash_to_int(header_hash(header)) <= nbits_to_target(nbits):
+            break
+    raw = header + ser_compact_size(1) + witness
+    assert block_txids(raw) == [root]
+    assert block_problem(raw) is None
+    assert "parse" in (block_problem(raw[:-3]) or "")

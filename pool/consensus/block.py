@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import struct
 
-from .serialize import ser_compact_size, sha256d
+from .merkle import merkle_root
+from .serialize import internal_to_display, ser_compact_size, sha256d
+from .target import hash_to_int, nbits_to_target
 
 
 def stratum_prevhash(prev_display_hex: str) -> str:
@@ -41,3 +43,99 @@ def header_hash(header: bytes) -> bytes:
 def serialize_block(header: bytes, coinbase: bytes, transactions: list[bytes]) -> bytes:
     """Block for submitblock: header, tx count, coinbase (witness form), template transactions."""
     return header + ser_compact_size(1 + len(transactions)) + coinbase + b"".join(transactions)
+
+
+class BlockParseError(ValueError):
+    """Bytes that are not a whole, well-formed block."""
+
+
+def _read_compact_size(raw: bytes, pos: int) -> tuple[int, int]:
+    if pos >= len(raw):
+        raise BlockParseError("truncated")
+    first = raw[pos]
+    width = {0xFD: 2, 0xFE: 4, 0xFF: 8}.get(first, 0)
+    if width == 0:
+        return first, pos + 1
+    end = pos + 1 + width
+    if end > len(raw):
+        raise BlockParseError("truncated")
+    return int.from_bytes(raw[pos + 1 : end], "little"), end
+
+
+def _skip(raw: bytes, pos: int, n: int) -> int:
+    if n < 0 or pos + n > len(raw):
+        raise BlockParseError("truncated")
+    return pos + n
+
+
+def _read_transaction(raw: bytes, pos: int) -> tuple[bytes, int]:
+    """One transaction at `pos`: its txid (internal order) and where the next one starts."""
+    start = pos
+    pos = _skip(raw, pos, 4)  # version
+    segwit = raw[pos : pos + 2] == b"\x00\x01"
+    if segwit:
+        pos += 2
+    body_start = pos
+    inputs, pos = _read_compact_size(raw, pos)
+    for _ in range(inputs):
+        pos = _skip(raw, pos, 36)  # outpoint
+        length, pos = _read_compact_size(raw, pos)
+        pos = _skip(raw, pos, length + 4)  # script, sequence
+    outputs, pos = _read_compact_size(raw, pos)
+    for _ in range(outputs):
+        pos = _skip(raw, pos, 8)
+        length, pos = _read_compact_size(raw, pos)
+        pos = _skip(raw, pos, length)
+    body_end = pos
+    if segwit:
+        for _ in range(inputs):
+            items, pos = _read_compact_size(raw, pos)
+            for _ in range(items):
+                length, pos = _read_compact_size(raw, pos)
+                pos = _skip(raw, pos, length)
+    end = _skip(raw, pos, 4)  # lock time
+    if not segwit:
+        return sha256d(raw[start:end]), end
+    stripped = raw[start : start + 4] + raw[body_start:body_end] + raw[pos:end]
+    return sha256d(stripped), end
+
+
+def block_txids(raw: bytes) -> list[bytes]:
+    """The txids (internal byte order) of a serialized block; BlockParseError unless the bytes
+    are exactly one block."""
+    if len(raw) < 81:
+        raise BlockParseError("shorter than a header and a transaction count")
+    count, pos = _read_compact_size(raw, 80)
+    if count == 0:
+        raise BlockParseError("no transactions")
+    txids = []
+    for _ in range(count):
+        txid, pos = _read_transaction(raw, pos)
+        txids.append(txid)
+    if pos != len(raw):
+        raise BlockParseError(f"{len(raw) - pos} bytes after the last transaction")
+    return txids
+
+
+def block_problem(raw: bytes, expected_hash: str | None = None) -> str | None:
+    """Why `raw` is not a complete, mined block (None when it is): it must parse to the last
+    byte, its header hash must meet the header's own nbits (and be `expected_hash`, display
+    order, when given), and its merkle root must match its transactions."""
+    try:
+        txids = block_txids(raw)
+    except BlockParseError as exc:
+        return f"does not parse ({exc})"
+    header = raw[:80]
+    digest = header_hash(header)
+    if expected_hash is not None and internal_to_display(digest) != expected_hash:
+        return f"its header hashes to {internal_to_display(digest)}, not {expected_hash}"
+    nbits = struct.unpack_from("<I", header, 72)[0]
+    try:
+        target = nbits_to_target(nbits)
+    except ValueError:
+        return f"invalid nbits {nbits:08x}"
+    if hash_to_int(digest) > target:
+        return f"its header hash does not meet its nbits {nbits:08x}"
+    if merkle_root(txids) != header[36:68]:
+        return "its merkle root does not match its transactions"
+    return None

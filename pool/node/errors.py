@@ -5,6 +5,7 @@ from __future__ import annotations
 # bitcoind's answer to a method it does not have (rpc/protocol.h), e.g. getzmqnotifications
 # on a node built without ZMQ.
 RPC_METHOD_NOT_FOUND = -32601
+RPC_INVALID_PARAMETER = -8  # e.g. getblockhash: no block at that height
 
 
 class NodeError(Exception):

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import NodeError, NodeRPCError, NodeWrongChain
+from .errors import RPC_INVALID_PARAMETER, NodeError, NodeRPCError, NodeWrongChain
 from .rpc import NodeClient
 
 
@@ -163,8 +163,10 @@ class NodeSet:
             for next_done in asyncio.as_completed(tasks):
                 try:
                     found = await next_done
-                except NodeRPCError:
-                    answered = True  # e.g. -8: no block at that height on its best chain
+                except NodeRPCError as exc:
+                    # -8: no block at that height on its best chain. Anything else (-28, still
+                    # starting after a restart) is no answer: asked again, not taken as "no".
+                    answered = answered or exc.code == RPC_INVALID_PARAMETER
                     continue
                 except NodeError:
                     continue

@@ -19,7 +19,8 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from ..config import NodeConfig
@@ -37,6 +38,17 @@ RETRY_MIN = 0.25  # first retry of a node that stopped answering...
 RETRY_MAX = 2.0  # ...doubling up to this: a node that returns is used within ~2 s
 STANDBY_PROBE_SECONDS = 2.0  # how often healthy standby nodes are looked at
 IDENTITY_SECONDS = 10.0  # how often the node giving templates is asked which chain it is on
+
+# Starts a named long-running task; the composition root passes one that restarts a task that
+# fails (pool.tasks.supervised), so the node package need not know how tasks are supervised.
+TaskStarter = Callable[[str, Callable[[], Awaitable[None]]], "asyncio.Task[None]"]
+
+
+def _unsupervised(name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+    async def once() -> None:
+        await run()
+
+    return asyncio.create_task(once(), name=name)
 
 
 def same_work(a: Template, b: Template) -> bool:
@@ -58,10 +70,12 @@ class TemplateSource:
         nodes: NodeSet | NodeClient,
         config: NodeConfig,
         on_template: Callable[[Template], None],
+        start_task: TaskStarter = _unsupervised,
     ) -> None:
         self.nodes = nodes if isinstance(nodes, NodeSet) else NodeSet([nodes])
         self.config = config
         self.on_template = on_template
+        self._start_task = start_task
         self.template: Template | None = None
         self.template_node: NodeClient | None = None  # the node the template came from
         self.best_hash: str | None = None  # that node's best block, as last seen
@@ -247,16 +261,16 @@ class TemplateSource:
     def start(self) -> None:
         self._running = True
         self._restart_longpoll()
-        self._tasks.append(asyncio.create_task(self._poll_loop(), name="tip-poll"))
-        self._tasks.append(asyncio.create_task(self._refresh_loop(), name="refresh"))
+        self._tasks.append(self._start_task("tip-poll", self._poll_loop))
+        self._tasks.append(self._start_task("refresh", self._refresh_loop))
         for node in self.nodes.clients:
-            self._tasks.append(asyncio.create_task(self._watch_loop(node), name=f"watch-{node}"))
+            self._tasks.append(self._start_task(f"watch-{node}", partial(self._watch_loop, node)))
             endpoint = node.zmq_hashblock
             if node is self.nodes.primary:
                 endpoint = self.config.zmq_hashblock or endpoint  # may have been discovered
             if endpoint:
                 self._tasks.append(
-                    asyncio.create_task(self._zmq_loop(node, endpoint), name=f"zmq-{node}")
+                    self._start_task(f"zmq-{node}", partial(self._zmq_loop, node, endpoint))
                 )
 
     async def stop(self) -> None:
@@ -278,7 +292,7 @@ class TemplateSource:
             if self._longpoll is asyncio.current_task():
                 return  # called from the longpoll itself: its next round uses the new node
             self._longpoll.cancel()  # its thread finishes alone; the answer is dropped
-        self._longpoll = asyncio.create_task(self._longpoll_loop(), name="longpoll")
+        self._longpoll = self._start_task("longpoll", self._longpoll_loop)
 
     async def _longpoll_loop(self) -> None:
         delay = RETRY_MIN

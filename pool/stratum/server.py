@@ -23,6 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..config import StratumConfig
+from ..fdlimit import connection_limit, open_file_limit
+from ..tasks import supervised
 from .framing import LineTooLong, split_lines
 from .session import DifficultyMemory, PoolServices, Session, shared
 from .tls import ensure_self_signed, server_context
@@ -396,6 +398,8 @@ class StratumServer:
         self._server: Listeners | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._closing = False
+        # Connections the open-file limit leaves room for (set at start).
+        self.fd_connection_limit = 1 << 62
 
     @property
     def port(self) -> int:
@@ -414,6 +418,15 @@ class StratumServer:
         """Listen on `[stratum] host:port`, and with `tls_port` also for stratum+ssl. `host`
         may be IPv4, IPv6 (`::1`), or `::` for every IPv6 and IPv4 address on one socket."""
         cfg = self.pool.config
+        self.fd_connection_limit = connection_limit(1 << 62, open_file_limit())
+        if self.fd_connection_limit < cfg.max_connections:
+            log.warning(
+                "accepting at most %d Stratum connections, not max_connections %d: the "
+                "open-file limit is %d and %d descriptors are kept for the node, spool, API "
+                "and database; raise the limit (ulimit -n, systemd LimitNOFILE=) for more",
+                self.fd_connection_limit, cfg.max_connections, open_file_limit(),
+                open_file_limit() - self.fd_connection_limit,
+            )
         reuse = self.reuse_port
         plain = await _listen(
             lambda: StratumProtocol(self), cfg.host, cfg.port, None, reuse_port=reuse
@@ -430,7 +443,7 @@ class StratumServer:
                 plain.close()
                 raise
         self._server = Listeners(plain, tls)
-        self._ticker = asyncio.create_task(self._tick_loop(), name="stratum-tick")
+        self._ticker = supervised("stratum-tick", self._tick_loop)
         log.info("Stratum listening on %s", _where(cfg.host, self.port))
         if self.tls_port is not None:
             log.info("Stratum over TLS (stratum+ssl) on %s", _where(cfg.host, self.tls_port))
@@ -484,6 +497,12 @@ class StratumServer:
             return False
         if len(self.sessions) >= cfg.max_connections:
             self._refuse(host, f"the pool is at max_connections ({cfg.max_connections})")
+            return False
+        if len(self.sessions) >= self.fd_connection_limit:
+            self._refuse(
+                host, f"the pool is at {self.fd_connection_limit} connections, all its "
+                "open-file limit allows (raise `ulimit -n` or LimitNOFILE=)"
+            )
             return False
         if count >= cfg.max_connections_per_ip:
             self._refuse(
@@ -653,8 +672,9 @@ class StratumServer:
             except Exception:  # pragma: no cover - sweep guards each session itself
                 log.exception("stratum sweep failed")
 
-    def run_soon(self, awaitable: Awaitable[Any]) -> None:
+    def run_soon(self, awaitable: Awaitable[Any]) -> asyncio.Future[Any]:
         """Work that must finish even at shutdown (spooling a found block)."""
         task = asyncio.ensure_future(awaitable)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
+        return task

@@ -69,7 +69,8 @@ class PoolServices(Protocol):
     async def resolve_payout(self, address: str) -> bytes: ...
     def share_accepted(self, session: Session, share: Share, difficulty: float) -> None: ...
     def share_rejected(self, session: Session, code: int, reason: str) -> None: ...
-    def block_found(self, session: Session, share: Share) -> None: ...
+    def block_found(self, session: Session, share: Share) -> Awaitable[None] | None:
+        """Take a found block; an awaitable means: answer the miner once it is done (spooled)."""
 
 
 _INVALID = object()
@@ -546,15 +547,31 @@ class Session(VarDiff):
         """ESP-Miner >= 2.13 answers mining.ping with a request-shaped {"method":"pong"}: it is
         an answer, so it gets none (an error under that id would count as a rejected share)."""
 
-    def on_submit(self, msg_id: Any, params: list[Any]) -> None:
+    def on_submit(self, msg_id: Any, params: list[Any]) -> Awaitable[None] | None:
         try:
             share, difficulty = self._check_submit(params)
         except ShareError as exc:
             self._reject(msg_id, exc.code, exc.message)
-            return
+            return None
         except (TypeError, ValueError, IndexError, KeyError, OverflowError, AttributeError):
             self._reject(msg_id, ERR_OTHER, "invalid params for mining.submit")
-            return
+            return None
+        if share.is_block:
+            spooled = self.pool.block_found(self, share)
+            if spooled is not None:
+                return self._accept_when_spooled(msg_id, share, difficulty, spooled)
+        self._accept(msg_id, share, difficulty)
+        return None
+
+    async def _accept_when_spooled(
+        self, msg_id: Any, share: Share, difficulty: float, spooled: Awaitable[None]
+    ) -> None:
+        # `true` for a block only once it is on disk: a crash after the answer loses nothing.
+        # Shielded: closing this connection must not stop the block being spooled.
+        await asyncio.shield(spooled)
+        self._accept(msg_id, share, difficulty)
+
+    def _accept(self, msg_id: Any, share: Share, difficulty: float) -> None:
         self.accepted += 1
         self.last_share_at = time.monotonic()
         self.reply(msg_id, True)
@@ -618,8 +635,6 @@ class Session(VarDiff):
         seen[share.hash] = None
         if len(seen) > MAX_SEEN_SHARES:
             del seen[next(iter(seen))]
-        if is_block:
-            self.pool.block_found(self, share)
         return share, difficulty
 
     _handlers: dict[str, Callable[[Session, Any, list[Any]], Awaitable[None] | None]] = {

@@ -1,0 +1,45 @@
+"""Long-running background tasks that survive their own bugs: an unexpected exception is logged
+with its traceback and the task started again after a backoff, instead of ending silently in
+"Task exception was never retrieved" while the pool runs on without it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+FIRST_RESTART_SECONDS = 0.5
+MAX_RESTART_SECONDS = 30.0
+HEALTHY_SECONDS = 60.0  # a run this long without failing starts the backoff over
+
+
+def supervised(
+    name: str,
+    run: Callable[[], Awaitable[None]],
+    first_delay: float = FIRST_RESTART_SECONDS,
+    max_delay: float = MAX_RESTART_SECONDS,
+) -> asyncio.Task[None]:
+    """A task running `run()` until it returns or is cancelled, restarting it when it raises."""
+    return asyncio.create_task(_supervise(name, run, first_delay, max_delay), name=name)
+
+
+async def _supervise(
+    name: str, run: Callable[[], Awaitable[None]], first_delay: float, max_delay: float
+) -> None:
+    delay = first_delay
+    while True:
+        started = time.monotonic()
+        try:
+            await run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            if time.monotonic() - started >= HEALTHY_SECONDS:
+                delay = first_delay
+            log.exception("%s failed; restarting it in %.1f s", name, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_delay)
