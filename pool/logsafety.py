@@ -44,8 +44,8 @@ def config_permission_warning(config: Config) -> str | None:
         mode = path.stat().st_mode
         if not mode & (stat.S_IRGRP | stat.S_IROTH):
             return None
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError):
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # unreadable, not UTF-8 (load_config said so), not TOML
         return None
     tables = [data.get("node")]
     backups = data.get("backup_node")
