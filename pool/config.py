@@ -1,7 +1,8 @@
 """TOML configuration: parsed once, checked fully, every problem reported as one plain line.
 
 Every key can also be set by an environment variable named SOLOPOOL_<SECTION>_<KEY>
-(e.g. SOLOPOOL_NODE_RPC_URL), which wins over the file; handy in containers.
+(e.g. SOLOPOOL_NODE_RPC_URL), which wins over the file; handy in containers. A SOLOPOOL_*
+variable that names no key is reported (unknown_environment), not silently ignored.
 """
 
 from __future__ import annotations
