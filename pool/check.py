@@ -17,7 +17,7 @@ import sys
 import tempfile
 from typing import Any, TextIO
 
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, load_config, unknown_environment
 from .consensus.address import CHAINS, AddressError, address_to_script, is_supported_payout
 from .node import (
     RPC_METHOD_NOT_FOUND,
@@ -66,6 +66,8 @@ def main_check(args: argparse.Namespace) -> int:
 
     path = config_path(args)
     report = Report(sys.stdout)
+    for warning in unknown_environment(os.environ):
+        report.warn(warning)
     try:
         config = load_config(path)
     except ConfigError as exc:

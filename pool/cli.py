@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
 from . import __version__
 from .app import Pool, StartupError
-from .config import ConfigError, load_config
+from .config import ConfigError, load_config, unknown_environment
 from .fdlimit import raise_open_file_limit
 from .logsafety import config_permission_warning, quiet_rpc_logger
 
@@ -81,16 +82,20 @@ def config_path(args: argparse.Namespace) -> Path | None:
 
 
 def run_pool(args: argparse.Namespace) -> int:
+    unknown = unknown_environment(os.environ)
     try:
         config = load_config(config_path(args))
     except ConfigError as exc:
+        for line in unknown:  # a misspelt variable may be the cause
+            print(f"solopool: warning: {line}", file=sys.stderr)
         print(f"solopool: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(args.log_level)
     quiet_rpc_logger()
-    warning = config_permission_warning(config)
-    if warning is not None:
-        logging.getLogger("solopool").warning("%s", warning)
+    warnings = [config_permission_warning(config), *unknown]
+    for warning in warnings:
+        if warning is not None:
+            logging.getLogger("solopool").warning("%s", warning)
     raise_open_file_limit()
     install_uvloop()
     pool = Pool(config)

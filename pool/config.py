@@ -1,12 +1,15 @@
 """TOML configuration: parsed once, checked fully, every problem reported as one plain line.
 
 Every key can also be set by an environment variable named SOLOPOOL_<SECTION>_<KEY>
-(e.g. SOLOPOOL_NODE_RPC_URL), which wins over the file; handy in containers.
+(e.g. SOLOPOOL_NODE_RPC_URL), which wins over the file; handy in containers. A SOLOPOOL_*
+variable that names no key is reported (unknown_environment), not silently ignored.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -16,6 +19,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 ENV_PREFIX = "SOLOPOOL_"
+# SOLOPOOL_* variables the project reads that are not config keys (scripts and test hooks).
+NOT_SETTINGS = frozenset({
+    "SOLOPOOL_NODE_PREFIX",  # scripts/install-node.sh and tests: where Bitcoin Knots is installed
+    "SOLOPOOL_DEBIAN_MIRROR",  # scripts/install-node.sh: the Debian mirror to fetch it from
+})
 MAX_WORKERS = 64  # Stratum worker processes; the top byte of extranonce1 names the process
 
 # Bitcoin Core's default RPC port -> the datadir subfolder that holds that network's cookie.
@@ -167,6 +175,10 @@ class _Section:
         value = self.table.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{self._where(key)} must be a number, got {value!r}")
+        if not math.isfinite(value):  # TOML has nan and inf; every comparison below passes NaN
+            raise ConfigError(
+                f"{self._where(key)} must be a finite number like {default:g}, got {value!r}"
+            )
         if positive and value <= 0:
             raise ConfigError(f"{self._where(key)} must be greater than 0, got {value!r}")
         if minimum is not None and value < minimum:
@@ -193,11 +205,11 @@ def default_cookie_file(rpc_url: str, home: Path | None = None) -> Path:
 def _node(section: _Section, base: Path) -> NodeConfig:
     d = NodeConfig()
     rpc_url = section.string("rpc_url", d.rpc_url) or d.rpc_url
-    parts = urlsplit(rpc_url)
     try:
+        parts = urlsplit(rpc_url)  # ValueError for an unclosed [IPv6 bracket
         port_ok = parts.port is None or parts.port > 0
     except ValueError:
-        port_ok = False
+        parts, port_ok = urlsplit(""), False
     if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
         raise ConfigError(
             f"[{section.name}] rpc_url {rpc_url!r} is not a URL like http://127.0.0.1:8332"
@@ -350,7 +362,7 @@ def _notify(section: _Section) -> NotifyConfig:
     d = NotifyConfig()
     urls = section.strings("webhook_urls")
     for url in urls:
-        if urlsplit(url).scheme not in ("http", "https"):
+        if not _is_http_url(url):
             raise ConfigError(f"[notify] webhook_urls entry {url!r} must be an http(s):// URL")
     return NotifyConfig(
         webhook_urls=urls,
@@ -358,6 +370,15 @@ def _notify(section: _Section) -> NotifyConfig:
             "worker_silent_minutes", d.worker_silent_minutes, positive=True
         ),
     )
+
+
+def _is_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # ValueError for a port out of range or an unclosed [IPv6 bracket
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https")
 
 
 def _path(value: str, base: Path) -> Path:
@@ -401,6 +422,31 @@ def apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> dict[
                         table[key] = value if text else _env_value(value)
                 break
     return merged
+
+
+def _setting_names() -> list[str]:
+    """SECTION_KEY for every key an environment variable can set."""
+    return [f"{section}_{key}".upper() for section, cls in _TABLES.items() for key in _keys(cls)]
+
+
+def unknown_environment(environ: Mapping[str, str]) -> list[str]:
+    """One line for each SOLOPOOL_* variable that sets nothing: a misspelt setting would
+    otherwise be ignored without a word."""
+    names = _setting_names()
+    lines = []
+    for name in sorted(environ):
+        rest = name[len(ENV_PREFIX) :].upper()
+        if not name.startswith(ENV_PREFIX) or rest in names or name.upper() in NOT_SETTINGS:
+            continue
+        close = difflib.get_close_matches(rest, names, n=1)
+        if rest.startswith("BACKUP_NODE"):
+            hint = "backup nodes are set in the config file only, as [[backup_node]] tables"
+        elif close:
+            hint = f"did you mean {ENV_PREFIX}{close[0]}?"
+        else:
+            hint = "settings are named SOLOPOOL_<SECTION>_<KEY>, e.g. SOLOPOOL_STRATUM_PORT"
+        lines.append(f"environment variable {name} is not a solopool setting (ignored); {hint}")
+    return lines
 
 
 def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -> Config:
@@ -447,7 +493,12 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     base = Path.cwd()
     if path is not None:
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"config file {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+                f"offset {exc.start}); save it as UTF-8"
+            ) from None
         except FileNotFoundError:
             raise ConfigError(
                 f"config file {path} not found; copy config/solopool.example.toml and edit it"

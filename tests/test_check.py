@@ -212,9 +212,17 @@ def test_environment_only_no_config_file(node: RegtestNode, tmp_path: Path) -> N
         "SOLOPOOL_STRATUM_TLS_PORT": str(free_port()),
         "SOLOPOOL_API_ENABLED": "false",
         "SOLOPOOL_POOL_DATA_DIR": str(tmp_path / "envdata"),
+        # Misspelt: ignored, and said so (a warning, not a failure).
+        "SOLOPOOL_STRATUM_SHARE_INTERVAL": "5",
+        "SOLOPOOL_NODE_PREFIX": "/opt",  # the install script's: not a setting, not warned about
     }
     result = solopool("check", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert (
+        "warn  environment variable SOLOPOOL_STRATUM_SHARE_INTERVAL is not a solopool setting "
+        "(ignored); did you mean SOLOPOOL_STRATUM_SHARE_INTERVAL_SECONDS?"
+    ) in result.stdout.splitlines()
+    assert "SOLOPOOL_NODE_PREFIX" not in result.stdout
     assert "ok    config from defaults and SOLOPOOL_* variables" in result.stdout
     assert f"ok    Stratum port 127.0.0.1:{stratum_port} is free" in result.stdout
     assert f"{tmp_path / 'envdata'} is writable" in result.stdout
@@ -228,6 +236,7 @@ def test_environment_only_no_config_file(node: RegtestNode, tmp_path: Path) -> N
         run = solopool(env=env, cwd=tmp_path)
     assert run.returncode == 2, run.stderr
     assert f"cannot listen for miners on 127.0.0.1:{stratum_port}" in run.stderr
+    assert "SOLOPOOL_STRATUM_SHARE_INTERVAL is not a solopool setting" in run.stderr
 
 
 def test_default_cookie_file_per_network(tmp_path: Path) -> None:

@@ -179,3 +179,59 @@ async def test_dashboard_renders_and_updates(node: RegtestNode, start_pool: Pool
             await browser.close()
     await rig.close()
     await other.close()
+
+
+async def test_dashboard_shows_miner_text_as_text(
+    node: RegtestNode, start_pool: PoolFactory
+) -> None:
+    """Workers named like HTML are shown as those characters: no element, no handler."""
+    pool = await start_pool(node, **PINNED)
+    address = node.new_address("bech32")
+    html = "<img src=x onerror=document.body.dataset.pwned=1>"
+    script = "<script>document.body.dataset.pwned=2</script>"
+    user = f"{address}.{html}"
+    rig = await Miner.connect(pool, user)
+    other = await Miner.connect(pool, f"{address}.{script}")  # two workers: a chart legend
+    assert (await other.share())[0]["result"] is True
+    old = rig.notify()
+    reply, block_hash = await rig.share(block=True)
+    assert reply["result"] is True
+    await rig.wait_new_tip(old[1])
+    await wait_blocks_final(pool, 1)
+    assert (await rig.share())[0]["result"] is True
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1360, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            await page.goto(f"{pool.api.url}/?refresh=1")
+            # Two refreshes: the workers table, the blocks table and the chart legend are drawn.
+            await wait_until(page, "Number(document.body.dataset.updates || 0) >= 2", 30)
+            legend_drawn = "document.querySelectorAll('#chart-legend span').length >= 3"
+            await wait_until(page, legend_drawn, 30)
+
+            assert await page.evaluate("document.querySelectorAll('img').length") == 0
+            assert await page.evaluate("document.querySelectorAll('[onerror]').length") == 0
+            assert await page.evaluate("document.scripts.length") == 1  # dashboard.js only
+            assert await page.evaluate("document.body.dataset.pwned") is None
+            row = page.locator("#workers-body tr").filter(has_text=html)
+            assert await row.count() == 1
+            assert await row.get_attribute("data-worker") == user
+            name = row.locator(".worker-name")
+            assert await name.evaluate("n => n.textContent") == html
+            assert await name.evaluate("n => n.children.length") == 0
+            block_row = page.locator(f'tr[data-hash="{block_hash}"]')
+            assert html in await block_row.inner_text()
+            legend = await page.evaluate("document.getElementById('chart-legend').textContent")
+            assert html in legend and script in legend
+            assert await page.locator("#workers-body tr").filter(has_text=script).count() == 1
+            assert errors == []
+        finally:
+            await browser.close()
+    await rig.close()
+    await other.close()

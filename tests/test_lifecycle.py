@@ -247,6 +247,57 @@ async def test_sighup_applies_difficulty_without_dropping_miners(
     assert "Traceback" not in proc.output, proc.output[-3000:]
 
 
+async def test_sighup_with_a_bad_file_keeps_the_running_config(
+    node: RegtestNode, tmp_path: Path
+) -> None:
+    """A file that is not UTF-8, or that holds nan or inf where a number goes, is refused on
+    SIGHUP with one line (no task traceback) and miners keep mining on the running config."""
+    port = free_port()
+    config = write_config(tmp_path / "solopool.toml", node, port)
+    good = config.read_bytes()
+    proc = await PoolProcess.start(config)
+    try:
+        await proc.wait_listening(port)
+        user = f"{node.new_address('bech32')}.rig"
+        client = await mining_client(port, user)
+        bad_files = [
+            (good.replace(b"[pool]", b'[pool]\ncoinbase_tag = "/Jos\xe9/"'), "is not UTF-8 text"),
+            (good.replace(b"share_interval_seconds = 2", b"share_interval_seconds = nan"),
+             "[stratum] share_interval_seconds must be a finite number like 10, got nan"),
+            (good.replace(b"poll_seconds = 0.5", b"poll_seconds = 0.5\nrpc_timeout_seconds=nan"),
+             "[node] rpc_timeout_seconds must be a finite number like 30, got nan"),
+            (good.replace(b"share_interval_seconds = 2", b"share_interval_seconds = inf"),
+             "[stratum] share_interval_seconds must be a finite number like 10, got inf"),
+        ]
+        for text, reason in bad_files:
+            config.write_bytes(text)
+            mark = len(proc.lines)
+            proc.proc.send_signal(signal.SIGHUP)
+            line = await proc.wait_log("keeping the running config", after=mark)
+            assert reason in line and line.rstrip().endswith("keeping the running config")
+            assert "ERROR" in line
+            assert (await client.request("mining.ping", []))["result"] == "pong"
+        assert not client.closed
+        # Still mining: a block found now reaches the node.
+        notify = [m for m in client.notifications if m["method"] == "mining.notify"][-1]["params"]
+        en2 = bytes(4)
+        nonce = find_nonce(notify, client.extranonce1, en2, meets=True)
+        params = [user, notify[0], en2.hex(), notify[7], f"{nonce:08x}"]
+        assert (await client.request("mining.submit", params))["result"] is True
+        await proc.wait_log("BLOCK ACCEPTED")
+
+        # A good file afterwards still reloads.
+        config.write_bytes(good.replace(b"interval_seconds = 2", b"interval_seconds = 3"))
+        mark = len(proc.lines)
+        proc.proc.send_signal(signal.SIGHUP)
+        await proc.wait_log("[stratum] share_interval_seconds: 2.0 -> 3.0", after=mark)
+        proc.proc.send_signal(signal.SIGTERM)
+        assert await proc.wait() == 0
+    finally:
+        await proc.kill()
+    assert "Traceback" not in proc.output, proc.output[-3000:]
+
+
 async def test_reload_applies_limits_and_allowed_addresses(
     node: RegtestNode, start_pool: PoolFactory, tmp_path: Path
 ) -> None:

@@ -20,6 +20,7 @@ import orjson
 
 from ..config import StratumConfig
 from ..jobs import EXTRANONCE2_SIZE, Job, JobManager, TemplateError
+from ..logsafety import is_plain, miner_text
 from ..shares import (
     ERR_DUPLICATE,
     ERR_LOW_DIFFICULTY,
@@ -39,6 +40,10 @@ log = logging.getLogger(__name__)
 
 MAX_JOBS_PER_SESSION = 64  # jobs remembered per connection for share matching
 AUTHORIZE_REFUSED_CLOSE_SECONDS = 1.0
+UNPLAIN_USERNAME = (
+    "the username holds control or invisible characters; set it to your payout address, "
+    "optionally followed by .workername, in plain text"
+)
 MAX_SEEN_SHARES = 50_000  # share hashes remembered per connection for duplicate detection
 INVALID_WINDOW_SECONDS = 60.0
 # Rejects that say the miner (or whatever pretends to be one) is broken. Stale shares (21) are
@@ -431,7 +436,7 @@ class Session(VarDiff):
 
     def on_subscribe(self, msg_id: Any, params: list[Any]) -> None:
         if params and isinstance(params[0], str):
-            self.user_agent = shared(params[0][:128])
+            self.user_agent = shared(miner_text(params[0]))
             if integer_difficulty_only(self.user_agent):
                 # ESP-Miner < 2.14 reads set_difficulty as an integer: 0.5 would become 0.
                 self.vardiff.minimum = max(self.vardiff.minimum, 1.0)
@@ -449,6 +454,9 @@ class Session(VarDiff):
             self.error(msg_id, ERR_UNAUTHORIZED, "username must be your payout address", False)
             return None
         username = params[0].strip()[:256]
+        if not is_plain(username):  # refused, not cleaned: it names the payout address
+            self._refuse(msg_id, miner_text(username), UNPLAIN_USERNAME)
+            return None
         address, worker = split_username(username)
         if self.address is not None:
             if address != self.address:
@@ -599,7 +607,7 @@ class Session(VarDiff):
             and split_username(worker)[0] != self.address
         ):
             raise ShareError(ERR_UNAUTHORIZED, "unauthorized worker")
-        self.worker = worker[:128]
+        self.worker = miner_text(worker)
         job = self.pool.jobs.get(job_id)
         if job_id == self.newest_job_id:
             job_difficulty: float | int | None = self.newest_job_difficulty
