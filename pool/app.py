@@ -106,7 +106,11 @@ class Pool:
         self.spool = BlockSpool(config.pool.data_dir / "blocks")
         self.events = Events()
         # Observers: stats first (the notifier reads the block records it keeps).
-        self.stats = Stats(config.pool.data_dir / "stats.sqlite3", node=self.nodes)
+        self.stats = Stats(
+            config.pool.data_dir / "stats.sqlite3", node=self.nodes,
+            max_workers=config.pool.max_workers,
+            retention_seconds=config.pool.worker_retention_days * 86_400,
+        )
         self.events.add(self.stats)
         self.notifier = Notifier(config.notify, self.stats)
         self.events.add(self.notifier)
