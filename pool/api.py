@@ -72,6 +72,40 @@ SECURITY_HEADERS = {
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+HTTP_ERROR_LOG_SECONDS = 60.0
+
+
+class HttpErrorSummary(logging.Filter):
+    """aiohttp logs every malformed or oversized request (it answers them with a 4xx) with a
+    traceback; a stranger sending thousands must not fill the log. This keeps one short line
+    a minute, saying how many it left out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last = -HTTP_ERROR_LOG_SECONDS
+        self._left_out = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        now = time.monotonic()
+        if now - self._last < HTTP_ERROR_LOG_SECONDS:
+            self._left_out += 1
+            return False
+        self._last = now
+        exc = record.exc_info[1] if record.exc_info else None
+        peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        what = f"{type(exc).__name__}: {str(exc)[:120]!r}" if exc is not None else "error"
+        record.msg = "API: bad HTTP request from %s (%s); %d more in the last minute not logged"
+        record.args = (peer, what, self._left_out)
+        record.exc_info = record.exc_text = None
+        record.stack_info = None
+        self._left_out = 0
+        return True
+
+
+http_log = logging.getLogger("pool.api.http")  # aiohttp's request-handling errors
+http_log.addFilter(HttpErrorSummary())
 
 
 def _finite(value: Any) -> Any:
@@ -155,7 +189,9 @@ class ApiServer:
         web_dir = resources.files("pool") / "web"
         for path, (name, content_type) in STATIC.items():
             self._static[path] = ((web_dir / name).read_bytes(), content_type)
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, logger=http_log
+        )
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.config.host, self.config.port, reuse_address=True)

@@ -29,6 +29,7 @@ from .workers import WorkerGroup, WorkerStartError
 log = logging.getLogger(__name__)
 
 VALIDATE_TIMEOUT = 5.0  # seconds for the node's validateaddress cross-check of a payout
+PAYOUT_CACHE_ENTRIES = 4096  # payout addresses checked with the node and remembered
 
 
 # What a SIGHUP applies to the running pool; any other changed key needs a restart.
@@ -447,6 +448,9 @@ class Pool:
                 address, script.hex(), info.get("scriptPubKey"),
             )
             raise AddressRefused(f"cannot build a payout for {address}; please report this")
+        if len(self._payouts) >= PAYOUT_CACHE_ENTRIES:
+            # Checked addresses come from strangers too: forget the oldest, not grow forever.
+            del self._payouts[next(iter(self._payouts))]
         self._payouts[address] = script
         return script
 
