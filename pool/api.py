@@ -2,7 +2,8 @@
 
     GET /                        the dashboard (pool/web/, no build step, no external resources)
     GET /api/pool                network, height, difficulty, template age, node, hashrate, odds
-    GET /api/workers             every worker: hashrate with its band, shares, best share
+    GET /api/workers             workers, online first (?offset=&limit=, at most 500 a page):
+                                 hashrate with its band, shares, best share; and the totals
     GET /api/addresses/{address} one payout address: its workers, totals, blocks, odds
     GET /api/blocks              blocks found, newest first, with the node's answer
     GET /api/job/{address}       the exact coinbase outputs a miner on {address} hashes on now
@@ -32,8 +33,18 @@ from .consensus.address import AddressError, address_to_script, script_to_addres
 from .events import MinerView
 from .metrics import make_registry, render
 from .odds import network_hashrate, odds
-from .stats import HISTORY_BIN_SECONDS, Estimate, WorkerStats
-from .stratum.session import AddressRefused
+from .snapshot import (
+    HISTORY_SNAPSHOT_SECONDS,
+    SNAPSHOT_SECONDS,
+    Cached,
+    History,
+    Snapshot,
+    pool_version,
+    take_history,
+    take_snapshot,
+)
+from .stats import Estimate, WorkerStats
+from .stratum.session import AddressRefused, split_username
 from .units import format_hashrate_band
 
 if TYPE_CHECKING:
@@ -43,6 +54,8 @@ log = logging.getLogger(__name__)
 
 ODDS_WINDOW = "1h"  # the hashrate estimate the odds are computed from
 MAX_BLOCKS = 500
+PAGE_DEFAULT = 100  # workers per /api/workers page
+PAGE_MAX = 500  # ~1 KB of JSON each: a page stays well under 1 MB
 STATIC = {
     "/": ("index.html", "text/html"),
     "/dashboard.js": ("dashboard.js", "application/javascript"),
@@ -59,6 +72,40 @@ SECURITY_HEADERS = {
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+HTTP_ERROR_LOG_SECONDS = 60.0
+
+
+class HttpErrorSummary(logging.Filter):
+    """aiohttp logs every malformed or oversized request (it answers them with a 4xx) with a
+    traceback; a stranger sending thousands must not fill the log. This keeps one short line
+    a minute, saying how many it left out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last = -HTTP_ERROR_LOG_SECONDS
+        self._left_out = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        now = time.monotonic()
+        if now - self._last < HTTP_ERROR_LOG_SECONDS:
+            self._left_out += 1
+            return False
+        self._last = now
+        exc = record.exc_info[1] if record.exc_info else None
+        peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        what = f"{type(exc).__name__}: {str(exc)[:120]!r}" if exc is not None else "error"
+        record.msg = "API: bad HTTP request from %s (%s); %d more in the last minute not logged"
+        record.args = (peer, what, self._left_out)
+        record.exc_info = record.exc_text = None
+        record.stack_info = None
+        self._left_out = 0
+        return True
+
+
+http_log = logging.getLogger("pool.api.http")  # aiohttp's request-handling errors
+http_log.addFilter(HttpErrorSummary())
 
 
 def _finite(value: Any) -> Any:
@@ -85,6 +132,17 @@ def json_error(status: int, message: str) -> web.Response:
     return json_response({"error": message, "status": status}, status)
 
 
+def _query_int(request: web.Request, key: str, default: int, low: int, high: int) -> int:
+    text = request.query.get(key)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise web.HTTPBadRequest(reason=f"{key} must be a whole number") from None
+    return min(max(value, low), high)
+
+
 def rates_json(rates: dict[str, Estimate]) -> dict[str, Any]:
     out = {}
     for label, e in rates.items():
@@ -98,7 +156,14 @@ class ApiServer:
     def __init__(self, pool: Pool, config: ApiConfig) -> None:
         self.pool = pool
         self.config = config
-        self.registry = make_registry(pool)
+        self.snapshots: Cached[Snapshot] = Cached(
+            lambda: take_snapshot(pool, config.metrics_max_workers), SNAPSHOT_SECONDS,
+            lambda: pool_version(pool),
+        )
+        self.histories: Cached[History] = Cached(
+            lambda: take_history(pool), HISTORY_SNAPSHOT_SECONDS
+        )
+        self.registry = make_registry(pool, self.snapshots)
         self._runner: web.AppRunner | None = None
         self._static: dict[str, tuple[bytes, str]] = {}
         self.app = self._make_app()
@@ -124,7 +189,9 @@ class ApiServer:
         web_dir = resources.files("pool") / "web"
         for path, (name, content_type) in STATIC.items():
             self._static[path] = ((web_dir / name).read_bytes(), content_type)
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, logger=http_log
+        )
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.config.host, self.config.port, reuse_address=True)
@@ -152,6 +219,8 @@ class ApiServer:
         return f"http://{host}:{self.port}"
 
     async def stop(self) -> None:
+        self.snapshots.cancel()
+        self.histories.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -191,12 +260,6 @@ class ApiServer:
         result["window"] = ODDS_WINDOW
         return result
 
-    def _sessions(self) -> dict[str, list[MinerView]]:
-        by_worker: dict[str, list[MinerView]] = {}
-        for s in self.pool.stratum.sessions:
-            if s.mining and not s.closed and s.address is not None:
-                by_worker.setdefault(s.worker or s.address, []).append(s)
-        return by_worker
 
     def _worker_json(
         self, w: WorkerStats, sessions: list[MinerView], now: float
@@ -225,22 +288,27 @@ class ApiServer:
         }
 
     def _new_worker_json(self, name: str, sessions: list[MinerView], now: float) -> dict[str, Any]:
-        """A connected miner that has not had a share accepted yet."""
-        s = sessions[0]
-        address = s.address or ""
+        """A connected miner that has not had a share accepted yet (or one forgotten since the
+        snapshot was taken)."""
+        address = sessions[0].address or "" if sessions else split_username(name)[0]
         placeholder = WorkerStats(name=name, address=address, first_seen=now)
         return self._worker_json(placeholder, sessions, now)
 
-    def _workers(self, address: str | None = None) -> list[dict[str, Any]]:
+    def _row(self, snap: Snapshot, name: str, now: float) -> dict[str, Any]:
+        group = snap.groups.get(name, [])
+        w = self.pool.stats.workers.get(name)
+        if w is None:
+            return self._new_worker_json(name, group, now)
+        return self._worker_json(w, group, now)
+
+    def _address_workers(self, snap: Snapshot, address: str) -> list[dict[str, Any]]:
+        """One address's workers (at most MAX_WORKERS_PER_ADDRESS tracked, plus connected)."""
         stats = self.pool.stats
         now = self._now()
-        sessions = self._sessions()
-        known = stats.workers if address is None else {
-            w.name: w for w in stats.workers_of(address)
-        }
-        out = [self._worker_json(w, sessions.get(name, []), now) for name, w in known.items()]
-        for name, group in sessions.items():
-            if name not in stats.workers and (address is None or group[0].address == address):
+        known = {w.name: w for w in stats.workers_of(address)}
+        out = [self._worker_json(w, snap.groups.get(n, []), now) for n, w in known.items()]
+        for name, group in snap.groups.items():
+            if name not in known and group[0].address == address:
                 out.append(self._new_worker_json(name, group, now))
         out.sort(key=lambda item: (not item["online"], item["name"]))
         return out
@@ -267,18 +335,13 @@ class ApiServer:
             body=body, content_type=content_type, headers={"Cache-Control": "no-cache"}
         )
 
-    def pool_summary(self) -> dict[str, Any]:
+    def pool_summary(self, snap: Snapshot) -> dict[str, Any]:
         pool = self.pool
         stats = pool.stats
         now = self._now()
         template = pool.jobs.template
-        workers = list(stats.workers.values())
-        rates = stats.rates_for(workers, now)
+        rates = snap.pool_rates
         difficulty = self._difficulty()
-        sessions: list[MinerView] = list(pool.stratum.sessions)
-        mining = [s for s in sessions if s.mining and not s.closed]
-        totals = stats.totals(workers)
-        totals["unauthorized"] = stats.rejected_unattributed
         source = pool.source
         blocks = self._blocks()
         return {
@@ -294,11 +357,11 @@ class ApiServer:
                 "rpc_latency": pool.node.last_latency,
             },
             "hashrate": rates_json(rates),
-            "miners": len(mining),
-            "connections": len(sessions),
-            "workers_online": len({s.worker or s.address for s in mining}),
-            "workers_total": len(workers),
-            "shares": totals,
+            "miners": snap.mining,
+            "connections": snap.connections,
+            "workers_online": len(snap.groups),
+            "workers_total": snap.workers_total,
+            "shares": snap.totals,
             "best_share": stats.pool_best.to_json(),
             "blocks": self._block_counts(blocks),
             "last_block": blocks[0] if blocks else None,
@@ -309,24 +372,35 @@ class ApiServer:
         }
 
     async def api_pool(self, request: web.Request) -> web.Response:
-        return json_response(self.pool_summary())
+        return json_response(self.pool_summary(await self.snapshots.get()))
 
     async def api_workers(self, request: web.Request) -> web.Response:
-        return json_response({"workers": self._workers(), "time": self._now()})
+        offset = _query_int(request, "offset", 0, 0, 1 << 31)
+        limit = _query_int(request, "limit", PAGE_DEFAULT, 1, PAGE_MAX)
+        snap = await self.snapshots.get()
+        now = self._now()
+        page = [self._row(snap, name, now) for name in snap.order[offset : offset + limit]]
+        return json_response({
+            "workers": page,
+            "total": len(snap.order),
+            "online": len(snap.groups),
+            "offset": offset,
+            "limit": limit,
+            "time": now,
+        })
 
-    def _known_address(self, address: str) -> str | None:
+    def _known_address(self, snap: Snapshot, address: str) -> str | None:
         stats = self.pool.stats
         candidates = [address, address.lower()]
         for candidate in candidates:
-            if candidate in stats.addresses:
-                return candidate
-            if any(s.address == candidate for s in self.pool.stratum.sessions):
+            if candidate in stats.addresses or candidate in snap.live_addresses:
                 return candidate
         return None
 
     async def api_address(self, request: web.Request) -> web.Response:
         given = request.match_info["address"]
-        address = self._known_address(given)
+        snap = await self.snapshots.get()
+        address = self._known_address(snap, given)
         if address is None:
             return json_error(404, f"no miner has mined to {given[:100]} on this pool")
         stats = self.pool.stats
@@ -340,7 +414,7 @@ class ApiServer:
             "hashrate": rates_json(rates),
             "shares": stats.totals(workers),
             "best_share": best,
-            "workers": self._workers(address),
+            "workers": self._address_workers(snap, address),
             "blocks": blocks,
             "block_counts": self._block_counts(blocks),
             "odds": self._odds(rates[ODDS_WINDOW].hashrate),
@@ -351,25 +425,13 @@ class ApiServer:
         return json_response({"blocks": self._blocks(), "time": self._now()})
 
     async def api_history(self, request: web.Request) -> web.Response:
-        stats = self.pool.stats
-        now = self._now()
-        workers: dict[str, list[float | None]] = {}
-        for w in stats.workers.values():
-            series = stats.history(w, now)
-            if any(series):
-                workers[w.name] = series
-        bins = len(next(iter(workers.values()))) if workers else 0
-        total: list[float | None] = []
-        for i in range(bins):
-            values = [v for v in (s[i] for s in workers.values()) if v is not None]
-            total.append(sum(values) if values else None)
-        end = math.ceil(now / HISTORY_BIN_SECONDS) * HISTORY_BIN_SECONDS
+        history = await self.histories.get()
         return json_response({
-            "bin_seconds": HISTORY_BIN_SECONDS,
-            "end": end,
-            "pool": total,
-            "workers": workers,
-            "time": now,
+            "bin_seconds": history.bin_seconds,
+            "end": history.end,
+            "pool": history.pool,
+            "workers": history.workers,
+            "time": history.time,
         })
 
     async def api_job(self, request: web.Request) -> web.Response:
@@ -428,6 +490,7 @@ class ApiServer:
         })
 
     async def metrics(self, request: web.Request) -> web.Response:
+        await self.snapshots.get()  # the collector reads it
         return web.Response(
             body=render(self.registry),
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},

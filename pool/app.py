@@ -31,6 +31,7 @@ from .workers import WorkerGroup, WorkerStartError
 log = logging.getLogger(__name__)
 
 VALIDATE_TIMEOUT = 5.0  # seconds for the node's validateaddress cross-check of a payout
+PAYOUT_CACHE_ENTRIES = 4096  # payout addresses checked with the node and remembered
 
 
 # What a SIGHUP applies to the running pool; any other changed key needs a restart.
@@ -104,7 +105,11 @@ class Pool:
         self.spool = BlockSpool(config.pool.data_dir / "blocks")
         self.events = Events()
         # Observers: stats first (the notifier reads the block records it keeps).
-        self.stats = Stats(config.pool.data_dir / "stats.sqlite3", node=self.nodes)
+        self.stats = Stats(
+            config.pool.data_dir / "stats.sqlite3", node=self.nodes,
+            max_workers=config.pool.max_workers,
+            retention_seconds=config.pool.worker_retention_days * 86_400,
+        )
         self.events.add(self.stats)
         self.notifier = Notifier(config.notify, self.stats)
         self.events.add(self.notifier)
@@ -443,6 +448,9 @@ class Pool:
                 address, script.hex(), info.get("scriptPubKey"),
             )
             raise AddressRefused(f"cannot build a payout for {address}; please report this")
+        if len(self._payouts) >= PAYOUT_CACHE_ENTRIES:
+            # Checked addresses come from strangers too: forget the oldest, not grow forever.
+            del self._payouts[next(iter(self._payouts))]
         self._payouts[address] = script
         return script
 

@@ -70,6 +70,10 @@ class StratumConfig:
     handshake_timeout_seconds: float = 60.0
     idle_timeout_seconds: float = 900.0
     max_invalid_shares_per_minute: int = 600
+    # Names one connection may mine under (authorize and submit), and the length of the part
+    # after the address: a stranger must not grow the pool's memory by inventing names.
+    max_workers_per_connection: int = 16
+    max_worker_name_length: int = 64
     allowed_addresses: tuple[str, ...] = ()
     # Stratum over TLS (stratum+ssl) on a second port; 0 = off. Without tls_cert_file and
     # tls_key_file a self-signed certificate is made in data_dir/tls/ on first start.
@@ -86,6 +90,10 @@ class StratumConfig:
 class PoolConfig:
     coinbase_tag: str = "/solopool/"
     data_dir: Path = Path("data")
+    # Workers (with an accepted share) kept in memory and in the stats database: the least
+    # recently active are forgotten beyond max_workers, and any idle for worker_retention_days.
+    max_workers: int = 10_000
+    worker_retention_days: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,8 @@ class ApiConfig:
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 8080
+    # /metrics has per-worker series for this many most recently active workers (plus totals).
+    metrics_max_workers: int = 100
 
 
 @dataclass(frozen=True)
@@ -302,6 +312,12 @@ def _stratum(section: _Section, base: Path | None = None) -> StratumConfig:
         max_invalid_shares_per_minute=section.integer(
             "max_invalid_shares_per_minute", d.max_invalid_shares_per_minute, 1, 10_000_000
         ),
+        max_workers_per_connection=section.integer(
+            "max_workers_per_connection", d.max_workers_per_connection, 1, 100_000
+        ),
+        max_worker_name_length=section.integer(
+            "max_worker_name_length", d.max_worker_name_length, 1, 1024
+        ),
         allowed_addresses=section.strings("allowed_addresses"),
         workers=section.integer("workers", d.workers, 1, MAX_WORKERS),
         **_stratum_tls(section, base or Path.cwd()),
@@ -346,7 +362,14 @@ def _pool(section: _Section, base: Path) -> PoolConfig:
     if len(tag.encode()) > 60:
         raise ConfigError("[pool] coinbase_tag is longer than 60 bytes; shorten it")
     data_dir = section.string("data_dir", str(d.data_dir)) or str(d.data_dir)
-    return PoolConfig(coinbase_tag=tag, data_dir=_path(data_dir, base))
+    return PoolConfig(
+        coinbase_tag=tag,
+        data_dir=_path(data_dir, base),
+        max_workers=section.integer("max_workers", d.max_workers, 1, 10_000_000),
+        worker_retention_days=section.number(
+            "worker_retention_days", d.worker_retention_days, positive=True
+        ),
+    )
 
 
 def _api(section: _Section) -> ApiConfig:
@@ -355,6 +378,9 @@ def _api(section: _Section) -> ApiConfig:
         enabled=section.boolean("enabled", d.enabled),
         host=section.string("host", d.host) or d.host,
         port=section.integer("port", d.port, 0, 65535),
+        metrics_max_workers=section.integer(
+            "metrics_max_workers", d.metrics_max_workers, 0, 1_000_000
+        ),
     )
 
 

@@ -1,5 +1,9 @@
 """Prometheus metrics at /metrics, read from the pool's live state at scrape time.
 
+Per-worker series cover the `[api] metrics_max_workers` most recently active workers (a pool
+with thousands of workers must not make each scrape megabytes); the pool's totals cover all of
+them. Both come from the API's snapshot (pool/snapshot.py), refreshed before each scrape.
+
 Each Pool has its own CollectorRegistry (never the process-global one), so several pools in one
 process, as in the tests, each export only their own numbers.
 """
@@ -18,14 +22,18 @@ from .blocks import ACCEPTED, ORPHANED, PENDING, REJECTED
 
 if TYPE_CHECKING:
     from .app import Pool
-    from .events import MinerView
+    from .snapshot import Cached, Snapshot
 
 
 class PoolCollector(Collector):
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, snapshots: Cached[Snapshot]) -> None:
         self.pool = pool
+        self.snapshots = snapshots
 
     def collect(self) -> Iterator[Metric]:
+        snap = self.snapshots.value
+        if snap is None:
+            return  # not scraped through the API yet
         pool = self.pool
         stats = pool.stats
         now = stats.clock()
@@ -49,7 +57,7 @@ class PoolCollector(Collector):
         best = GaugeMetricFamily(
             "solopool_best_share_difficulty", "Best share difficulty", labels=["worker", "scope"]
         )
-        for w in stats.workers.values():
+        for w in snap.top:
             shares.add_metric([w.name, "accepted"], w.accepted)
             shares.add_metric([w.name, "stale"], w.stale)
             shares.add_metric([w.name, "rejected"], w.rejected)
@@ -60,14 +68,18 @@ class PoolCollector(Collector):
                     band.add_metric([w.name, window], e.band)
             best.add_metric([w.name, "all_time"], w.best.ever)
             best.add_metric([w.name, "since_block"], w.best.round)
+        # Pool-wide, with no worker label: rejects before authorize, and by workers with no
+        # accepted share (those are not tracked per worker).
         shares.add_metric(["", "unauthorized"], stats.rejected_unattributed)
+        shares.add_metric(["", "stale"], stats.unattributed.stale)
+        shares.add_metric(["", "rejected"], stats.unattributed.rejected)
         yield shares
         yield difficulty
         yield hashrate
         yield band
         yield best
 
-        pool_rates = stats.rates_for(stats.workers.values(), now)
+        pool_rates = snap.pool_rates
         pool_hashrate = GaugeMetricFamily(
             "solopool_pool_hashrate_hashes_per_second", "Pool hashrate estimate", labels=["window"]
         )
@@ -77,6 +89,21 @@ class PoolCollector(Collector):
         yield GaugeMetricFamily(
             "solopool_pool_best_share_difficulty", "Best share of the pool (all time)",
             value=stats.pool_best.ever,
+        )
+        totals = snap.totals
+        pool_shares = CounterMetricFamily(
+            "solopool_pool_shares", "Shares of the whole pool by result (workers tracked now)",
+            labels=["result"],
+        )
+        for result in ("accepted", "stale", "rejected", "unauthorized"):
+            pool_shares.add_metric([result], totals[result])
+        yield pool_shares
+        yield GaugeMetricFamily(
+            "solopool_workers", "Workers tracked (with an accepted share)",
+            value=snap.workers_total,
+        )
+        yield GaugeMetricFamily(
+            "solopool_workers_online", "Workers with a mining connection", value=len(snap.groups)
         )
 
         blocks = GaugeMetricFamily(
@@ -92,13 +119,11 @@ class PoolCollector(Collector):
             "solopool_blocks_found", "Blocks found (all time)", value=len(stats.blocks)
         )
 
-        sessions: list[MinerView] = list(pool.stratum.sessions)
         yield GaugeMetricFamily(
-            "solopool_connected_miners", "Connections that are mining",
-            value=sum(1 for s in sessions if s.mining),
+            "solopool_connected_miners", "Connections that are mining", value=snap.mining
         )
         yield GaugeMetricFamily(
-            "solopool_connections", "Open Stratum connections", value=len(sessions)
+            "solopool_connections", "Open Stratum connections", value=snap.connections
         )
         template = pool.jobs.template
         if template is not None:
@@ -128,9 +153,9 @@ class PoolCollector(Collector):
         )
 
 
-def make_registry(pool: Pool) -> CollectorRegistry:
+def make_registry(pool: Pool, snapshots: Cached[Snapshot]) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(PoolCollector(pool))
+    registry.register(PoolCollector(pool, snapshots))
     return registry
 
 

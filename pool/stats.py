@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import heapq
 import logging
 import math
 import sqlite3
@@ -51,6 +52,9 @@ MATURITY = 100  # confirmations before a coinbase can be spent
 WATCH_ORPHANED_SECONDS = 86_400.0
 MAX_WORKERS_PER_ADDRESS = 256  # more distinct names than this are counted as "<address>._other"
 MAX_RAW_SHARES = 100_000  # per worker, however fast it submits
+MAX_WORKERS = 10_000  # workers kept, memory and database (the least recently active go first)
+WORKER_RETENTION_SECONDS = 30 * 86_400.0  # a worker without a share for this long is forgotten
+EVICT_FRACTION = 0.05  # a full table drops this share of its workers at once (amortised O(1))
 HISTORY_BIN_SECONDS = 600
 HISTORY_SECONDS = 86_400
 ONE_DIFFICULTY = 2**32
@@ -255,6 +259,10 @@ def coinbase_value(block_hex: str) -> int | None:
         return None
 
 
+def _last_active(last_share_at: float | None, first_seen: float) -> float:
+    return last_share_at if last_share_at is not None else first_seen
+
+
 # --- the database (used only on the writer thread) ---------------------------------------------
 
 MIGRATIONS: list[str] = [
@@ -316,9 +324,14 @@ class Batch:
     bests: list[tuple[Any, ...]] = field(default_factory=list)
     blocks: list[tuple[Any, ...]] = field(default_factory=list)
     prune_before: int | None = None
+    forget_workers: list[str] = field(default_factory=list)  # rows deleted before any writes
+    forget_addresses: list[str] = field(default_factory=list)
 
     def empty(self) -> bool:
-        return not (self.buckets or self.workers or self.bests or self.blocks or self.prune_before)
+        return not (
+            self.buckets or self.workers or self.bests or self.blocks or self.prune_before
+            or self.forget_workers or self.forget_addresses
+        )
 
 
 @dataclass
@@ -391,6 +404,14 @@ class Store:
     def write(self, batch: Batch) -> None:
         db = self._db()
         with db:
+            forget = [(name,) for name in batch.forget_workers]
+            db.executemany("DELETE FROM workers WHERE name = ?", forget)
+            db.executemany("DELETE FROM share_buckets WHERE worker = ?", forget)
+            db.executemany("DELETE FROM best_shares WHERE kind = 'worker' AND name = ?", forget)
+            db.executemany(
+                "DELETE FROM best_shares WHERE kind = 'address' AND name = ?",
+                [(a,) for a in batch.forget_addresses],
+            )
             db.executemany(
                 """INSERT INTO share_buckets
                        (worker, minute, accepted, rejected, stale, diff_sum, diff_sq)
@@ -453,6 +474,8 @@ class Stats(PoolListener):
         clock: Callable[[], float] = time.time,
         flush_seconds: float = FLUSH_SECONDS,
         confirm_seconds: float = CONFIRM_SECONDS,
+        max_workers: int = MAX_WORKERS,
+        retention_seconds: float = WORKER_RETENTION_SECONDS,
     ) -> None:
         self.path = path
         self.node = node
@@ -466,7 +489,13 @@ class Stats(PoolListener):
         self.pool_best = Best()
         self.blocks: dict[str, BlockRecord] = {}  # by hash, in order found
         self.template_at: float | None = None
+        self.max_workers = max_workers
+        self.retention_seconds = retention_seconds
         self.rejected_unattributed = 0  # rejects before authorize
+        # Rejects by workers with no accepted share yet (not tracked: strangers cost nothing)
+        self.unattributed = Bucket()
+        self._forget_workers: set[str] = set()
+        self._forget_addresses: set[str] = set()
         self.on_block_change: list[BlockChange] = []
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending = Batch()
@@ -506,7 +535,20 @@ class Stats(PoolListener):
         )
 
     def _load(self, loaded: Loaded) -> None:
+        oldest = self.clock() - self.retention_seconds
+        rows = []
         for row in loaded.workers:
+            # No accepted share (rows written by older versions on a reject), or long idle.
+            active = _last_active(row["last_share_at"], row["first_seen"])
+            if row["accepted"] <= 0 or active < oldest:
+                self._forget_workers.add(row["name"])
+            else:
+                rows.append(row)
+        if len(rows) > self.max_workers:
+            rows.sort(key=lambda r: _last_active(r["last_share_at"], r["first_seen"]))
+            self._forget_workers.update(r["name"] for r in rows[: len(rows) - self.max_workers])
+            rows = rows[len(rows) - self.max_workers :]
+        for row in rows:
             w = WorkerStats(
                 name=row["name"],
                 address=row["address"],
@@ -526,7 +568,10 @@ class Stats(PoolListener):
             if kind == "pool":
                 self.pool_best = best
             elif kind == "address":
-                self._address(name).best = best
+                if name in self.addresses:
+                    self.addresses[name].best = best
+                else:
+                    self._forget_addresses.add(name)
             elif kind == "worker" and name in self.workers:
                 self.workers[name].best = best
         for row in loaded.buckets:
@@ -633,6 +678,12 @@ class Stats(PoolListener):
         if now - self._last_prune > 3600:
             self._last_prune = now
             batch.prune_before = int(now - KEEP_DAYS * 86_400)
+        if batch.prune_before is not None:
+            self._age_out(now)
+        batch.forget_workers = sorted(self._forget_workers)
+        batch.forget_addresses = sorted(self._forget_addresses)
+        self._forget_workers = set()
+        self._forget_addresses = set()
         self._dirty_workers = set()
         self._dirty_bests = set()
         self._dirty_blocks = set()
@@ -650,6 +701,11 @@ class Stats(PoolListener):
         self._dirty_workers.update(row[0] for row in batch.workers)
         self._dirty_bests.update((row[0], row[1]) for row in batch.bests)
         self._dirty_blocks.update(row[0] for row in batch.blocks)
+        # Forgetting twice is harmless; forgetting a worker that came back would not be.
+        self._forget_workers.update(n for n in batch.forget_workers if n not in self.workers)
+        self._forget_addresses.update(
+            a for a in batch.forget_addresses if a not in self.addresses
+        )
 
     def _best(self, kind: str, name: str) -> Best | None:
         if kind == "pool":
@@ -668,7 +724,17 @@ class Stats(PoolListener):
             a = self.addresses[address] = AddressStats(address)
         return a
 
+    def _known_worker(self, session: MinerView) -> WorkerStats | None:
+        address = session.address
+        if address is None:
+            return None
+        w = self.workers.get(session.worker or address)
+        if w is None and address in self.addresses:
+            w = self.workers.get(f"{address}._other")
+        return w
+
     def _worker(self, session: MinerView, now: float) -> WorkerStats | None:
+        """The worker an accepted share counts for, made at its first one."""
         address = session.address
         if address is None:
             return None
@@ -676,6 +742,8 @@ class Stats(PoolListener):
         w = self.workers.get(name)
         if w is not None:
             return w
+        if len(self.workers) >= self.max_workers:
+            self._evict(max(1, int(self.max_workers * EVICT_FRACTION)))
         a = self._address(address)
         if len(a.workers) >= MAX_WORKERS_PER_ADDRESS:
             name = f"{address}._other"
@@ -688,7 +756,40 @@ class Stats(PoolListener):
         self.workers[name] = w
         a.workers.add(name)
         self._dirty_workers.add(name)
+        self._forget_workers.discard(name)
+        self._forget_addresses.discard(address)
         return w
+
+    def _evict(self, count: int) -> None:
+        """Forget the `count` least recently active workers (a full table)."""
+        idle = heapq.nsmallest(
+            count, self.workers.values(), key=lambda w: _last_active(w.last_share_at, w.first_seen)
+        )
+        log.info("stats: %d workers tracked; forgetting the %d least recently active",
+                 len(self.workers), len(idle))
+        for w in idle:
+            self._forget(w)
+
+    def _age_out(self, now: float) -> None:
+        oldest = now - self.retention_seconds
+        for w in [w for w in self.workers.values()
+                  if _last_active(w.last_share_at, w.first_seen) < oldest]:
+            self._forget(w)
+
+    def _forget(self, w: WorkerStats) -> None:
+        del self.workers[w.name]
+        self._dirty_workers.discard(w.name)
+        self._dirty_bests.discard(("worker", w.name))
+        for key in [k for k in self._pending.buckets if k[0] == w.name]:
+            del self._pending.buckets[key]
+        self._forget_workers.add(w.name)
+        a = self.addresses.get(w.address)
+        if a is not None:
+            a.workers.discard(w.name)
+            if not a.workers:
+                del self.addresses[w.address]
+                self._dirty_bests.discard(("address", w.address))
+                self._forget_addresses.add(w.address)
 
     def _bucket(self, w: WorkerStats, now: float) -> tuple[Bucket, Bucket]:
         minute = int(now) // BUCKET_SECONDS * BUCKET_SECONDS
@@ -740,11 +841,18 @@ class Stats(PoolListener):
                 self._dirty_bests.add((kind, name))
 
     def on_reject(self, session: MinerView, code: int, reason: str) -> None:
-        now = self.clock()
-        w = self._worker(session, now)
-        if w is None:
+        if session.address is None:
             self.rejected_unattributed += 1
             return
+        w = self._known_worker(session)
+        if w is None:
+            # A worker is tracked (and persisted) from its first accepted share only.
+            if code == ERR_STALE:
+                self.unattributed.stale += 1
+            else:
+                self.unattributed.rejected += 1
+            return
+        now = self.clock()
         live, pending = self._bucket(w, now)
         if code == ERR_STALE:
             w.stale += 1
@@ -919,8 +1027,13 @@ class Stats(PoolListener):
             if (worker is None or b.worker == worker) and (address is None or b.address == address)
         )
 
-    def totals(self, workers: Iterable[WorkerStats]) -> dict[str, Any]:
+    def totals(
+        self, workers: Iterable[WorkerStats], unattributed: bool = False
+    ) -> dict[str, Any]:
+        """Share counts of `workers` (plus, for the pool, rejects by untracked workers)."""
         accepted = rejected = stale = 0
+        if unattributed:
+            rejected, stale = self.unattributed.rejected, self.unattributed.stale
         diff_sum = 0.0
         for w in workers:
             accepted += w.accepted

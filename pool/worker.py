@@ -184,8 +184,11 @@ class WorkerPool:
 
     def _gone(self, session: Session) -> None:
         self._reported.pop(session.extranonce1, None)
-        if session.mining and session.username:
-            # Its difficulty, for the other workers' memory: it may reconnect to any of them.
+        if session.mining and session.username and (
+            session.accepted or session.suggested_difficulty is not None
+        ):
+            # Its difficulty, for the other workers' memory: it may reconnect to any of them
+            # (only a miner that did work or chose its difficulty: not strangers' churn).
             self._queue(("d", session.extranonce1, session.username, session.difficulty))
         else:
             self._queue(("d", session.extranonce1))

@@ -433,3 +433,54 @@ async def test_memory_per_idle_connection(node: RegtestNode, start_pool: PoolFac
     for writer in writers:
         writer.close()
     await until(lambda: not pool.stratum.sessions)
+
+
+# --- names and stale floods -----------------------------------------------------------------------
+
+
+async def test_stale_flood_outside_the_grace_closes_the_connection(
+    node: RegtestNode, start_pool: PoolFactory
+) -> None:
+    """Stale shares count as invalid unless they follow a new block closely: a connection
+    sending nothing but submits on jobs it was never sent is closed like any broken miner."""
+    pool = await start_pool(node, max_invalid_shares_per_minute=5)
+    user = node.new_address("bech32")
+    client = await mining_client(pool.stratum.port, user)
+    for i in range(6):
+        params = [f"{user}.w{i % 3}", "deadbeef", "00" * 8, "00000000", "00000000"]
+        reply = await client.request("mining.submit", params)
+        assert reply["error"][0] == 21, reply
+        if i < 5:
+            await alive(client)
+    await closed_by_pool(client)
+    assert any("more than 5 invalid shares in a minute" in text for text in shown(client))
+
+
+async def test_worker_names_per_connection_and_their_length(
+    node: RegtestNode, start_pool: PoolFactory
+) -> None:
+    pool = await start_pool(node, max_workers_per_connection=3, max_worker_name_length=8)
+    user = node.new_address("bech32")
+    client = await mining_client(pool.stratum.port, f"{user}.a")
+    assert (await client.request("mining.authorize", [f"{user}.b"]))["result"] is True
+    too_long = await client.request("mining.authorize", [f"{user}.{'x' * 9}"])
+    assert too_long["result"] is False and "longer than 8 characters" in too_long["error"][1]
+    # A submit under a new name of the same address takes the third and last place...
+    notify = last_notify(client)
+    params = [f"{user}.c", notify[0], "00" * 8, notify[7], "00000000"]
+    taken = await client.request("mining.submit", params)
+    assert taken["error"] is None or taken["error"][0] != 24, taken  # (regtest: often a block)
+    refused = await client.request("mining.authorize", [f"{user}.d"])
+    assert refused["result"] is False and "more than 3 worker names" in refused["error"][1]
+    params[0] = f"{user}.e"
+    refused = await client.request("mining.submit", params)
+    assert refused["error"][0] == 24 and "more than 3 worker names" in refused["error"][1]
+    [session] = pool.stratum.sessions
+    assert session.workers == {f"{user}.a", f"{user}.b", f"{user}.c"}
+    await alive(client)
+    # A first name that is too long is refused (and the connection closed, as for a bad address).
+    other = await connect(pool.stratum.port)
+    await other.request("mining.subscribe", ["test/1"])
+    res = await other.request("mining.authorize", [f"{user}.{'y' * 9}"])
+    assert res["result"] is False and "longer than 8 characters" in res["error"][1]
+    await closed_by_pool(other)

@@ -178,3 +178,84 @@ def test_webhook_shapes() -> None:
     url, body = webhook_request("http://127.0.0.1:9/hook", alert)
     assert url == "http://127.0.0.1:9/hook"
     assert body["hash"] == "ab" * 32 and body["content"] and body["message"] == "details"
+
+
+# --- bounded state --------------------------------------------------------------------------------
+
+
+def worker_rows(path: Path) -> list[str]:
+    with sqlite3.connect(path) as db:
+        return sorted(row[0] for row in db.execute("SELECT name FROM workers"))
+
+
+async def test_rejects_alone_make_no_worker(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    stats = Stats(path, clock=Clock(T0))
+    await stats.open()
+    for i in range(50):
+        stats.on_reject(session(f"bcrt1qstranger{i}", "x"), ERR_STALE, "stale")
+        stats.on_reject(session(f"bcrt1qstranger{i}", "y"), ERR_DUPLICATE, "duplicate")
+    assert stats.workers == {} and stats.addresses == {}
+    assert stats.totals([], unattributed=True) | {"difficulty": 0} == {
+        "accepted": 0, "rejected": 50, "stale": 50, "difficulty": 0
+    }
+    # Once it has an accepted share, a worker's rejects are its own.
+    honest = session("bcrt1qhonest", "rig")
+    stats.on_share(honest, share(5.0), 1.0)
+    stats.on_reject(honest, ERR_STALE, "stale")
+    assert stats.workers[honest.worker].stale == 1
+    await stats.flush()
+    assert worker_rows(path) == [honest.worker]
+    await stats.close()
+
+
+async def test_workers_beyond_the_limit_forget_the_least_recently_active(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    clock = Clock(T0)
+    stats = Stats(path, clock=clock, max_workers=20)
+    await stats.open()
+    names = []
+    for i in range(100):
+        clock.t = T0 + i
+        s = session(f"bcrt1qaddr{i}", "rig")
+        names.append(s.worker)
+        stats.on_share(s, share(2.0), 1.0)
+        if i == 10:
+            await stats.flush()  # some of those forgotten later were already on disk
+    assert len(stats.workers) <= 20
+    assert names[-1] in stats.workers and names[0] not in stats.workers
+    assert len(stats.addresses) == len(stats.workers)  # empty addresses go with their workers
+    await stats.close()
+    on_disk = worker_rows(path)
+    assert len(on_disk) <= 20 and names[-1] in on_disk and names[0] not in on_disk
+    with sqlite3.connect(path) as db:
+        owners = {row[0] for row in db.execute("SELECT DISTINCT worker FROM share_buckets")}
+        bests = {row[0] for row in db.execute("SELECT name FROM best_shares WHERE kind != 'pool'")}
+    assert owners <= set(on_disk)
+    assert bests <= set(on_disk) | {n.split(".")[0] for n in on_disk}
+
+
+async def test_load_drops_shareless_and_old_workers(tmp_path: Path) -> None:
+    """A database written before these limits (100,000 shareless workers, one 40 days idle):
+    the next start keeps only workers with shares, recent, at most max_workers of them."""
+    path = tmp_path / "s.sqlite3"
+    clock = Clock(T0)
+    stats = Stats(path, clock=clock)
+    await stats.open()
+    keep = session("bcrt1qkeep", "rig")
+    stats.on_share(keep, share(3.0), 1.0)
+    await stats.close()
+    with sqlite3.connect(path) as db:
+        db.executemany(
+            "INSERT INTO workers (name, address, first_seen, stale) VALUES (?, ?, ?, 4)",
+            [(f"bcrt1qjunk{i}.w", f"bcrt1qjunk{i}", T0) for i in range(100_000)],
+        )
+        db.execute(
+            "INSERT INTO workers (name, address, first_seen, last_share_at, accepted) "
+            "VALUES ('bcrt1qold.w', 'bcrt1qold', ?, ?, 9)", (T0 - 50 * 86_400, T0 - 40 * 86_400),
+        )
+    again = Stats(path, clock=clock, retention_seconds=30 * 86_400)
+    await again.open()
+    assert list(again.workers) == [keep.worker]
+    await again.close()
+    assert worker_rows(path) == [keep.worker]

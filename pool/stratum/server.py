@@ -543,7 +543,10 @@ class StratumServer:
                 self.per_host[host] = count
             else:
                 self.per_host.pop(host, None)
-        if session.mining and session.username:
+        if session.mining and session.username and (
+            session.accepted or session.suggested_difficulty is not None
+        ):
+            # Only a miner that did work or chose its difficulty: strangers' churn is not kept.
             self.memory.remember(session.username, session.difficulty, time.monotonic())
         self.on_disconnect(session)
 

@@ -46,11 +46,14 @@ UNPLAIN_USERNAME = (
 )
 MAX_SEEN_SHARES = 50_000  # share hashes remembered per connection for duplicate detection
 INVALID_WINDOW_SECONDS = 60.0
-# Rejects that say the miner (or whatever pretends to be one) is broken. Stale shares (21) are
-# not among them: every miner sends a few right after each new block.
+# Rejects that say the miner (or whatever pretends to be one) is broken. Stale shares (21) count
+# too, except within STALE_GRACE_SECONDS of this connection's first job on a new block: every
+# honest miner sends a few then (work already in flight), and never a stream of them otherwise.
 COUNTED_REJECTS = frozenset(
-    (ERR_OTHER, ERR_DUPLICATE, ERR_LOW_DIFFICULTY, ERR_UNAUTHORIZED, ERR_NOT_SUBSCRIBED)
+    (ERR_OTHER, ERR_STALE, ERR_DUPLICATE, ERR_LOW_DIFFICULTY, ERR_UNAUTHORIZED,
+     ERR_NOT_SUBSCRIBED)
 )
+STALE_GRACE_SECONDS = 30.0
 DIFFICULTY_MEMORY_SECONDS = 6 * 3600.0
 DIFFICULTY_MEMORY_ENTRIES = 100_000
 INTERNAL_ERROR_LOG_SECONDS = 60.0
@@ -250,6 +253,7 @@ class Session(VarDiff):
         "invalid_window_start",
         "invalid_count",
         "close_reason",
+        "stale_grace_until",
     )
 
     def __init__(
@@ -303,6 +307,7 @@ class Session(VarDiff):
         self.invalid_window_start = now
         self.invalid_count = 0  # counted rejects since invalid_window_start
         self.close_reason = ""
+        self.stale_grace_until = 0.0  # stale shares before this (monotonic) are not counted
 
     @property
     def vardiff(self) -> VarDiff:
@@ -321,11 +326,40 @@ class Session(VarDiff):
             names.add(self.username)
         return names
 
-    def _add_worker(self, username: str) -> None:
-        if username != self.username:
-            if self.more_workers is None:
-                self.more_workers = set()
-            self.more_workers.add(username)
+    def _add_worker(self, username: str) -> str | None:
+        """Add a name this connection mines under; returns why it cannot (too long, too many)."""
+        if username == self.username or (
+            self.more_workers is not None and username in self.more_workers
+        ):
+            return None
+        refusal = self._name_refusal(username)
+        if refusal is not None:
+            return refusal
+        limit = self.pool.config.max_workers_per_connection
+        if 1 + (len(self.more_workers) if self.more_workers is not None else 0) >= limit:
+            return (
+                f"more than {limit} worker names on one connection; use a connection per "
+                "worker (or raise [stratum] max_workers_per_connection)"
+            )
+        if self.more_workers is None:
+            self.more_workers = set()
+        self.more_workers.add(username)
+        return None
+
+    def _name_refusal(self, username: str) -> str | None:
+        limit = self.pool.config.max_worker_name_length
+        if len(split_username(username)[1]) > limit:
+            return (
+                f"worker name longer than {limit} characters; shorten it (or raise "
+                "[stratum] max_worker_name_length)"
+            )
+        return None
+
+    def _refuse_name(self, msg_id: Any, reason: str) -> None:
+        """An extra name refused: the connection keeps mining under its names, but a stream of
+        such requests counts as invalid like any broken miner's."""
+        self.error(msg_id, ERR_UNAUTHORIZED, reason, False)
+        self._count_invalid(reason)
 
     # --- output -------------------------------------------------------------------------------
 
@@ -468,8 +502,15 @@ class Session(VarDiff):
                     False,
                 )
                 return None
-            self._add_worker(username)
+            refusal = self._add_worker(username)
+            if refusal is not None:
+                self._refuse_name(msg_id, refusal)
+                return None
             self.reply(msg_id, True)
+            return None
+        refusal = self._name_refusal(username)
+        if refusal is not None:
+            self._refuse(msg_id, username, refusal)
             return None
         if not self.address_allowed(address):
             self._refuse(
@@ -508,7 +549,10 @@ class Session(VarDiff):
             self.error(msg_id, ERR_OTHER, "authorization failed; try again", False)
             return
         if self.address is not None:  # a pipelined second authorize won the race
-            self._add_worker(username)
+            refusal = self._add_worker(username) if self.address == address else None
+            if refusal is not None:
+                self._refuse_name(msg_id, refusal)
+                return
             self.reply(msg_id, self.address == address)
             return
         self.address = shared(address)
@@ -601,12 +645,15 @@ class Session(VarDiff):
         worker, job_id = params[0], params[1]
         if not isinstance(worker, str) or not isinstance(job_id, str):
             raise ShareError(ERR_OTHER, "worker and job id must be strings")
-        if (
-            worker != self.username
-            and (self.more_workers is None or worker not in self.more_workers)
-            and split_username(worker)[0] != self.address
+        if worker != self.username and (
+            self.more_workers is None or worker not in self.more_workers
         ):
-            raise ShareError(ERR_UNAUTHORIZED, "unauthorized worker")
+            if split_username(worker)[0] != self.address:
+                raise ShareError(ERR_UNAUTHORIZED, "unauthorized worker")
+            # ADDRESS.other without an authorize: a name of this connection, within its limits.
+            refusal = self._add_worker(worker)
+            if refusal is not None:
+                raise ShareError(ERR_UNAUTHORIZED, refusal)
         self.worker = miner_text(worker)
         job = self.pool.jobs.get(job_id)
         if job_id == self.newest_job_id:
@@ -662,18 +709,24 @@ class Session(VarDiff):
         self.error(msg_id, code, reason)
         self.pool.share_rejected(self, code, reason)
         if code in COUNTED_REJECTS:
-            now = time.monotonic()
-            if now - self.invalid_window_start >= INVALID_WINDOW_SECONDS:
-                self.invalid_window_start = now
-                self.invalid_count = 0
-            self.invalid_count += 1
-            limit = self.pool.config.max_invalid_shares_per_minute
-            if self.invalid_count > limit and not self.closed:
-                self.close_with_message(
-                    f"more than {limit} invalid shares in a minute (last: {reason}); "
-                    "check the miner's settings",
-                    logging.WARNING,
-                )
+            if code == ERR_STALE and time.monotonic() < self.stale_grace_until:
+                return
+            self._count_invalid(reason)
+
+    def _count_invalid(self, reason: str) -> None:
+        """One more invalid request in this minute; beyond the limit the connection is closed."""
+        now = time.monotonic()
+        if now - self.invalid_window_start >= INVALID_WINDOW_SECONDS:
+            self.invalid_window_start = now
+            self.invalid_count = 0
+        self.invalid_count += 1
+        limit = self.pool.config.max_invalid_shares_per_minute
+        if self.invalid_count > limit and not self.closed:
+            self.close_with_message(
+                f"more than {limit} invalid shares in a minute (last: {reason}); "
+                "check the miner's settings",
+                logging.WARNING,
+            )
 
     # --- work ---------------------------------------------------------------------------------
 
@@ -733,6 +786,7 @@ class Session(VarDiff):
                 self.newest_job_id = newest = None
                 self.older_jobs = None
                 self.seen = None
+                self.stale_grace_until = time.monotonic() + STALE_GRACE_SECONDS
             elif self.older_jobs is not None:
                 # Jobs on an old previous block can no longer be mined: forget them.
                 kept = {j: d for j, d in self.older_jobs.items() if jobs.get(j) is not None}

@@ -388,7 +388,7 @@ let workersSeen = -1;
 async function refresh() {
   try {
     const [pool, workers, blocks] = await Promise.all([
-      getJSON("/api/pool"), getJSON("/api/workers"), getJSON("/api/blocks"),
+      getJSON("/api/pool"), getJSON("/api/workers?limit=500"), getJSON("/api/blocks"),
     ]);
     renderPool(pool);
     renderWorkers(workers);
