@@ -230,3 +230,31 @@ async def test_notify_too_big_for_nerdminer_is_logged_once(
     assert len(warnings) == 1, warnings
     assert "NerdMiner's 4096-byte JSON document (45 merkle branches)" in warnings[0]
     assert nerd.session.peer in warnings[0]
+
+
+# --- a short reason on every submit error --------------------------------------------------------
+
+
+async def test_every_submit_error_has_a_short_reason() -> None:
+    """ESP-Miner shows error[1] as the reject reason and counts reasons in 64-byte slots
+    (main/global_state.h RejectedReasonStat); cgminer logs it; NerdMiner prints error[1]."""
+    m = Miner(start_difficulty=1e6, min_difficulty=1)
+    await m.start()
+    notify = m.notify
+    good = [m.username, notify[0], "00" * 8, notify[7], "00000000"]
+    bad_params: list[list[Any]] = [
+        [m.username, "ffffffff", *good[2:]],  # stale job
+        [m.username, notify[0], "zz", *good[3:]],  # extranonce2
+        [*good[:3], "00000001", good[4]],  # ntime
+        [*good[:4], "xyz"],  # nonce
+        [*good, "40000000"],  # version bits outside the mask
+        good,  # low difficulty
+        ["someone-else", *good[1:]],  # worker
+        good[:3],  # param count
+        [1, *good[1:]],  # types
+    ]
+    for params in bad_params:
+        (reply,) = await m.call("mining.submit", params)
+        code, reason, extra = reply["error"]
+        assert reply["result"] is None and code in (20, 21, 22, 23, 24, 25), reply
+        assert isinstance(reason, str) and 0 < len(reason) <= 63 and extra is None, reply
