@@ -84,6 +84,7 @@ def run_checks(config: Config, report: Report, address: str | None = None) -> No
     check_ports(config, report)
     check_data_dir(config, report)
     check_tls(config, report)
+    check_version_rolling(config, report)
 
 
 # --- the node ---------------------------------------------------------------------------------
@@ -305,6 +306,23 @@ def check_ports(config: Config, report: Report) -> None:
             )
         else:
             report.fail(f"cannot listen on {where}: {exc.strerror or exc}", f"check {key} and host")
+
+
+def check_version_rolling(config: Config, report: Report) -> None:
+    """A zero mask answers mining.configure with version-rolling false: cgminer built with
+    version rolling (Avalon Nano, many Antminer builds) then refuses the connection, and
+    Braiins OS requires it."""
+    mask = config.stratum.version_rolling_mask
+    if mask == 0:
+        report.warn(
+            '[stratum] version_rolling_mask = "0": miners that require version rolling '
+            "(cgminer-based Avalon Nano and Antminer firmware, Braiins OS) will not connect",
+            'set version_rolling_mask = "1fffe000" (the default)',
+        )
+    elif mask != 0x1FFFE000:
+        report.info(
+            f"[stratum] version_rolling_mask = {mask:08x}: Braiins OS needs exactly 1fffe000",
+        )
 
 
 def check_data_dir(config: Config, report: Report) -> None:

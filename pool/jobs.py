@@ -33,6 +33,32 @@ log = logging.getLogger(__name__)
 
 EXTRANONCE1_SIZE = 4
 EXTRANONCE2_SIZE = 8
+JOB_NUMBER_SIZE = 4  # bytes of the job number pushed in every coinbase scriptSig
+
+
+# NerdMiner_v2 parses every line into a StaticJsonDocument<4096> (src/stratum.h,
+# BUFFER_JSON_DOC). ArduinoJson 6 on its 32-bit ESP32 takes 16 bytes per value and a copy of
+# every string with its NUL (the line is a String, not zero-copy); a notify that does not fit
+# fails with NoMemory and is dropped, and the miner works on its old job until it reconnects.
+NERDMINER_DOCUMENT_BYTES = 4096
+ARDUINOJSON_SLOT_BYTES = 16
+_NOTIFY_KEYS_BYTES = len("id") + len("method") + len("params") + len("mining.notify") + 4
+
+
+def nerdminer_document_bytes(job_id: str, coinb1: bytes, coinb2: bytes, branches: int) -> int:
+    """The ArduinoJson document bytes NerdMiner needs for one mining.notify (strings counted
+    without deduplication, so an upper bound)."""
+    slots = 3 + 9 + branches  # the message's members, its params, the merkle branch list
+    strings = (
+        _NOTIFY_KEYS_BYTES
+        + len(job_id) + 1
+        + 65  # prevhash
+        + 2 * len(coinb1) + 1
+        + 2 * len(coinb2) + 1
+        + 65 * branches
+        + 3 * 9  # version, nbits, ntime
+    )
+    return ARDUINOJSON_SLOT_BYTES * slots + strings
 
 
 class Job:
@@ -48,6 +74,7 @@ class Job:
         "ntime",
         "_notify",
         "_prev",
+        "nerdminer_bytes",
     )
 
     def __init__(
@@ -62,6 +89,9 @@ class Job:
         self.ntime = template.ntime
         self._notify: dict[bool, bytes] = {}
         self._prev = display_to_internal(template.prev_hash)
+        self.nerdminer_bytes = nerdminer_document_bytes(
+            job_id, coinbase.coinb1, coinbase.coinb2, len(self.branch)
+        )
 
     def notify_params(self, clean: bool) -> list[Any]:
         return [
@@ -149,6 +179,7 @@ class JobManager:
         return job
 
     def _make_job(self, template: Template, payout_script: bytes) -> Job:
+        number = next(self._ids)
         outputs = [TxOut(template.coinbase_value, payout_script)]
         if template.witness_commitment is not None:
             outputs.append(TxOut(0, template.witness_commitment))
@@ -158,8 +189,16 @@ class JobManager:
             extranonce_size=EXTRANONCE1_SIZE + EXTRANONCE2_SIZE,
             tag=self.coinbase_tag,
             aux=template.coinbase_aux,
+            # The job's own number in its coinbase: no two jobs give one header, even for one
+            # template and payout script (a fresh job after a difficulty change, a template
+            # refresh with the same transactions), so firmware that restarts its search at
+            # every job (ESP-Miner's extranonce_2 = 0, NerdMiner's fixed extranonce2) never
+            # sends a header it sent before. A distinct ntime per job would also do, but would
+            # race ahead of the clock under frequent difficulty changes and clash with ntime
+            # rolling and the node's mintime/maxtime.
+            job_number=(number & 0xFFFFFFFF).to_bytes(JOB_NUMBER_SIZE, "little"),
         )
-        job = Job(f"{next(self._ids):x}", template, payout_script, coinbase)
+        job = Job(f"{number:x}", template, payout_script, coinbase)
         self._jobs[job.job_id] = job
         self._generations[-1].append(job.job_id)
         return job

@@ -92,7 +92,8 @@ class StratumTestClient:
                 "mining.configure",
                 [["version-rolling"], {"version-rolling.mask": "ffffffff"}],
             )
-        sub = await self.request("mining.subscribe", ["test-client/1"])
+        # A CPU miner that reads fractional difficulties (the tests use tiny ones).
+        sub = await self.request("mining.subscribe", ["cpuminer/2.5.1"])
         self.extranonce1 = bytes.fromhex(sub["result"][1])
         self.extranonce2_size = sub["result"][2]
         auth = await self.request("mining.authorize", [user, "x"])

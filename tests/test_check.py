@@ -180,6 +180,21 @@ def test_tls_lines(node: RegtestNode, tmp_path: Path, capsys: pytest.CaptureFixt
     find(lines, "FAIL", "TLS certificate file")
 
 
+def test_zero_version_rolling_mask_warns(
+    node: RegtestNode, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """cgminer with version rolling refuses a pool whose configure answer says false."""
+    path = write_config(tmp_path, node)
+    code, lines = run_check(capsys, path)
+    assert not [line for line in lines if "version_rolling_mask =" in line], lines
+    zero = '[stratum]\nversion_rolling_mask = "0"\n'
+    path.write_text(path.read_text().replace("[stratum]\n", zero))
+    code, lines = run_check(capsys, path)
+    assert code == 0, lines
+    line = find(lines, "warn", 'version_rolling_mask = "0"')
+    assert "cgminer" in line and 'set version_rolling_mask = "1fffe000"' in line
+
+
 def test_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "bad.toml"
     path.write_text("[stratum]\nport = 'x'\n")

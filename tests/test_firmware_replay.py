@@ -177,7 +177,8 @@ async def realistic_pool(start_pool: PoolFactory, node: RegtestNode, **overrides
 
 
 async def test_esp_miner_bitaxe(node: RegtestNode, start_pool: PoolFactory) -> None:
-    """ESP-Miner >= 2.9 (main/tasks/stratum_v1_task.c, components/stratum/stratum_api.c):
+    """ESP-Miner >= 2.9 (main/tasks/stratum_v1_task.c, components/stratum/stratum_api.c at
+    bitaxeorg/ESP-Miner 5c27713; byte for byte, "{\"id\":%d,..." without spaces):
     configure, subscribe and authorize written back to back; suggest_difficulty (uint16 from
     the settings, default 1000) only after authorize answered true; always six submit params,
     the sixth = rolled version XOR job version; extranonce2 = a little-endian counter."""
@@ -201,12 +202,15 @@ async def test_esp_miner_bitaxe(node: RegtestNode, start_pool: PoolFactory) -> N
     check_notify(first)
     assert first[8] is True
 
-    # After the authorize result: the suggestion, an integer.
-    wire.send('{"id":4,"method":"mining.suggest_difficulty","params":[1000]}')
+    # After the authorize result: the suggestion (an integer) and, when enabled in its settings,
+    # mining.extranonce.subscribe, back to back (stratum_v1_task.c at 5c27713).
+    wire.send('{"id":4,"method":"mining.suggest_difficulty","params":[1000]}',
+              '{"id":5,"method":"mining.extranonce.subscribe","params":[]}')
     await wire.expect('{"id":4,"result":true,"error":null}')
     await wire.expect('{"id":null,"method":"mining.set_difficulty","params":[1000]}')
     seen, notify = await wire.until_notify()
     assert len(seen) == 1 and notify[8] is True, "a new difficulty comes with a clean job"
+    await wire.expect('{"id":5,"result":true,"error":null}')
     assert notify[0] != first[0], "ESP-Miner ignores a job id it has seen since the last clean"
     check_notify(notify)
 
@@ -219,19 +223,19 @@ async def test_esp_miner_bitaxe(node: RegtestNode, start_pool: PoolFactory) -> N
     en2 = (7).to_bytes(8, "little")  # extranonce_2_generate(7, 8): "0700000000000000"
     nonce, block_hash = solve(notify, en1, en2, version=rolled)
     wire.send(
-        f'{{"id":5,"method":"mining.submit","params":["{user}","{notify[0]}",'
+        f'{{"id":6,"method":"mining.submit","params":["{user}","{notify[0]}",'
         f'"{en2.hex()}","{int(notify[7], 16):08x}","{nonce:08x}",'
         f'"{rolled ^ job_version:08x}"]}}'
     )
-    await wire.expect('{"id":5,"result":true,"error":null}')
+    await wire.expect('{"id":6,"result":true,"error":null}')
     await wait_best(node, block_hash)
     assert node.rpc("getblockheader", block_hash)["version"] == rolled
 
     # ESP-Miner >= 2.13 answers mining.ping with a request-shaped pong: no error may come back
     # (its parse_result would count an error under that id as a rejected share).
-    wire.send('{"id":6,"method":"pong","params":[]}')
+    wire.send('{"id":7,"method":"pong","params":[]}')
     # Its answer to client.get_version (a result line) is ignored as well.
-    wire.send('{"id":7,"result":"v2.9.0","error":null}')
+    wire.send('{"id":8,"result":"v2.9.0","error":null}')
     seen_after: list[dict[str, Any]] = []
     try:
         while True:
@@ -270,17 +274,21 @@ async def test_esp_miner_difficulty_below_one(
     assert await wire.line() == difficulty_line(1 if integer_only else 0.0001)
     _, notify = await wire.until_notify()
 
-    # A pre-2.3 firmware on the next connection: suggestion first, then authorize.
+    # ESP-Miner 2.2.2 on the next connection, byte for byte (main/tasks/stratum_task.c and
+    # components/stratum/stratum_api.c at tag v2.2.2): subscribe 1, configure 2, suggest 3 (%ld),
+    # authorize 4, written back to back as spaced JSON; answers with id < 5 are setup answers
+    # matched by id. The suggestion before authorize is stored and applied after it.
     early = await Wire.open(pool.stratum)
     early.send(
-        '{"id":1,"method":"mining.configure","params":[["version-rolling"],'
-        '{"version-rolling.mask":"ffffffff"}]}',
-        f'{{"id":2,"method":"mining.subscribe","params":["{agent}"]}}',
-        '{"id":3,"method":"mining.suggest_difficulty","params":[512]}',
-        f'{{"id":4,"method":"mining.authorize","params":["{user}2","x"]}}',
+        f'{{"id": 1, "method": "mining.subscribe", "params": ["{agent}"]}}',
+        '{"id": 2, "method": "mining.configure", "params": [["version-rolling"], '
+        '{"version-rolling.mask": "ffffffff"}]}',
+        '{"id": 3, "method": "mining.suggest_difficulty", "params": [512]}',
+        f'{{"id": 4, "method": "mining.authorize", "params": ["{user}2", "x"]}}',
     )
-    await early.line()
-    await early.line()
+    check_subscribe_reply(await early.line(), 1)
+    await early.expect('{"id":2,"result":{"version-rolling":true,'
+                       '"version-rolling.mask":"1fffe000"},"error":null}')
     await early.expect('{"id":3,"result":true,"error":null}')
     await early.expect('{"id":4,"result":true,"error":null}')
     assert await early.line() == difficulty_line(512)
@@ -299,7 +307,8 @@ async def test_esp_miner_difficulty_below_one(
 
 
 async def test_nerdqaxe_plus(node: RegtestNode, start_pool: PoolFactory) -> None:
-    """NerdQAxe++ (shufps/ESP-Miner-NerdQAxePlus main/stratum/stratum_task.cpp): subscribe
+    """NerdQAxe++ (shufps/ESP-Miner-NerdQAxePlus 6a5b5b5 main/stratum/stratum_api.cpp, byte for
+    byte, spaced JSON; answers with id <= 5 go to parseSetupResponses): subscribe
     BEFORE configure, then authorize, suggest and extranonce.subscribe, all pipelined with ids
     1..5 (setup answers are matched by id); mask 1fffe000 without min-bit-count."""
     pool = await realistic_pool(start_pool, node)
@@ -344,6 +353,13 @@ async def test_nerdqaxe_plus(node: RegtestNode, start_pool: PoolFactory) -> None
     )
     await wire.expect('{"id":6,"result":true,"error":null}')
     await wait_best(node, block_hash)
+
+    # NerdQAxe++ logs client.reconnect and does nothing else (stratum_manager.cpp): at shutdown
+    # solopool closes the socket itself after sending it, so the miner does reconnect.
+    await pool.stratum.close()
+    while (line := await wire.line()) != b'{"id":null,"method":"client.reconnect","params":[]}':
+        assert b'"mining.notify"' in line or b'"mining.set_difficulty"' in line, line
+    assert await asyncio.wait_for(wire.reader.read(), 10) == b""
     await wire.close()
 
 
@@ -651,4 +667,135 @@ async def test_configure_answers_every_requested_extension(
         '"error":null}'
     )
     await wire.quiet(0.3)
+    await wire.close()
+
+
+# --- integer-only firmware on a pool with fractional difficulties -------------------------------
+
+
+@pytest.mark.parametrize("firmware", ["nerdqaxe", "braiins"])
+async def test_integer_only_firmware_on_fractional_difficulties(
+    node: RegtestNode, start_pool: PoolFactory, firmware: str
+) -> None:
+    """NerdQAxe++ reads set_difficulty as uint32 (stratum_api.cpp), Braiins OS as f32 as u32
+    (braiins-open stratum-proxy): with start_difficulty 0.5 and a fractional suggestion (0.25,
+    as a proxy or a hand-edited setting could send) they get 1, a JSON integer."""
+    pool = await start_pool(node, start_difficulty=0.5, min_difficulty=0.0001)
+    user = node.new_address("bech32") + "." + firmware
+    wire = await Wire.open(pool.stratum)
+    if firmware == "nerdqaxe":
+        wire.send(
+            '{"id": 1, "method": "mining.subscribe", "params": ["NerdQAxe++/BM1370/v1.0.30"]}',
+            '{"id": 2, "method": "mining.configure", "params": [["version-rolling"], '
+            '{"version-rolling.mask": "1fffe000"}]}',
+            f'{{"id": 3, "method": "mining.authorize", "params": ["{user}", "x"]}}',
+            '{"id": 4, "method": "mining.suggest_difficulty", "params": [0.25]}',
+        )
+        en1 = check_subscribe_reply(await wire.line(), 1)
+        await wire.line()
+    else:
+        wire.send('{"id":0,"method":"mining.configure","params":[["version-rolling"],'
+                  '{"version-rolling.mask":"1fffe000","version-rolling.min-bit-count":16}]}')
+        await wire.line()
+        wire.send(
+            f'{{"id":1,"method":"mining.subscribe","params":["Braiins OS 2019-06-05",null,'
+            f'"127.0.0.1:{pool.stratum.port}",null]}}',
+            f'{{"id":2,"method":"mining.authorize","params":["{user}","x"]}}',
+            '{"id":3,"method":"mining.suggest_difficulty","params":[0.25]}',
+        )
+        en1 = check_subscribe_reply(await wire.line(), 1)
+    await wire.expect(f'{{"id":{3 if firmware == "nerdqaxe" else 2},"result":true,"error":null}}')
+    assert await wire.line() == b'{"id":null,"method":"mining.set_difficulty","params":[1]}'
+    _, notify = await wire.until_notify()
+    await wire.expect(f'{{"id":{4 if firmware == "nerdqaxe" else 3},"result":true,"error":null}}')
+    await wire.quiet(0.5)  # 0.25 rounds up to 1, the difficulty already in force: nothing new
+    assert not any(b"0.5" in line or b"0.25" in line for line in wire.received[1:])
+    en2 = (0).to_bytes(8, "little")
+    nonce, block_hash = solve(notify, en1, en2)
+    wire.send(
+        f'{{"id":7,"method":"mining.submit","params":["{user}","{notify[0]}","{en2.hex()}",'
+        f'"{notify[7]}","{nonce:08x}","00000000"]}}'
+    )
+    await wire.expect('{"id":7,"result":true,"error":null}')
+    await wait_best(node, block_hash)
+    await wire.close()
+
+
+# --- cgminer's auth loop against a refused authorize -------------------------------------------
+
+
+async def test_cgminer_refused_authorize(node: RegtestNode, start_pool: PoolFactory) -> None:
+    """cgminer's auth_stratum (util.c at ckolivas/cgminer b8491c6) parses notifications until the
+    first line without a method and takes that as the answer: solopool's refusal must be that
+    line (error 24 with the reason), then client.show_message, then the pool closes the socket
+    (cgminer suspends the pool and retries later on a fresh connection)."""
+    pool = await realistic_pool(start_pool, node)
+    wire = await Wire.open(pool.stratum)
+    await cgminer_configure(wire, 0)
+    wire.send('{"id": 1, "method": "mining.subscribe", "params": ["cgminer/4.11.1"]}')
+    cgminer_subscribe_result(await wire.message())
+    mainnet = "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"
+    wire.send(f'{{"id": 2, "method": "mining.authorize", "params": ["{mainnet}.nano3", "x"]}}')
+    reply, before = await wire.reply_to(2)
+    assert not before
+    assert reply["result"] is False and reply["error"][0] == 24, reply
+    assert isinstance(reply["error"][1], str) and reply["error"][1]
+    shown = await wire.message()
+    assert shown["method"] == "client.show_message" and shown["params"][0] == reply["error"][1]
+    assert await asyncio.wait_for(wire.reader.read(), 10) == b""
+    await wire.close()
+
+    # cgminer's retry, with the right address, mines.
+    again = await Wire.open(pool.stratum)
+    await cgminer_configure(again, 3)
+    again.send('{"id": 4, "method": "mining.subscribe", "params": ["cgminer/4.11.1"]}')
+    cgminer_subscribe_result(await again.message())
+    user = node.new_address("bech32") + ".nano3"
+    again.send(f'{{"id": 5, "method": "mining.authorize", "params": ["{user}", "x"]}}')
+    auth, _ = await again.reply_to(5)
+    assert auth["result"] is True
+    await again.close()
+
+
+# --- no two jobs give one header, on the real pool ---------------------------------------------
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "worker-mode"])
+async def test_no_two_jobs_give_one_header(
+    node: RegtestNode, start_pool: PoolFactory, workers: int
+) -> None:
+    """Jobs after difficulty changes and jobs re-sent after template refreshes with the same
+    transactions: for one extranonce2, nonce, version and ntime, every header differs, so
+    ESP-Miner (extranonce_2 = 0 at each job) never re-sends a share."""
+    pool = await realistic_pool(
+        start_pool, node, workers=workers, node_options={"template_refresh_seconds": 1}
+    )
+    wire = await Wire.open(pool.stratum)
+    user = node.new_address("bech32") + ".bitaxe"
+    wire.send(
+        '{"id":1,"method":"mining.configure","params":[["version-rolling"],'
+        '{"version-rolling.mask":"ffffffff"}]}',
+        '{"id":2,"method":"mining.subscribe","params":["bitaxe/BM1370/v2.14.0"]}',
+        f'{{"id":3,"method":"mining.authorize","params":["{user}","x"]}}',
+    )
+    await wire.line()
+    en1 = check_subscribe_reply(await wire.line(), 2)
+    notifies: list[list[Any]] = []
+    for msg_id, difficulty in ((4, 1000), (5, 2000), (6, 500)):
+        wire.send(f'{{"id":{msg_id},"method":"mining.suggest_difficulty","params":[{difficulty}]}}')
+        while not notifies or notifies[-1][8] is not True or len(notifies) < msg_id - 3:
+            _, params = await wire.until_notify()
+            notifies.append(params)
+    refreshed = 0
+    while refreshed < 2:  # template refreshes: jobs re-sent, not clean, same transactions
+        _, params = await wire.until_notify()
+        notifies.append(params)
+        refreshed += params[8] is False
+    assert len({n[1] for n in notifies}) == 1, "one previous block throughout"
+    assert len({tuple(n[4]) for n in notifies}) == 1, "the same transactions throughout"
+    ntime = max(int(n[7], 16) for n in notifies)
+    en2 = bytes(8)
+    headers = {header_for(n, en1, en2, ntime, 0, int(n[5], 16)) for n in notifies}
+    assert len({n[0] for n in notifies}) == len(notifies)
+    assert len(headers) == len(notifies), "two jobs give the same header"
     await wire.close()

@@ -218,7 +218,8 @@ class Miner:
     async def start(self, username: str = WORKER) -> list[dict[str, Any]]:
         """subscribe + authorize; returns everything written after the authorize."""
         self.username = username
-        await self.call("mining.subscribe", ["test/1.0"])
+        # A CPU miner that reads fractional difficulties (the tests use tiny ones).
+        await self.call("mining.subscribe", ["cpuminer/2.5.1"])
         return await self.call("mining.authorize", [username, "x"])
 
     async def submit(
@@ -1151,20 +1152,24 @@ async def test_difficulties_at_or_above_one_are_sent_as_integers() -> None:
             assert literal == b"0.5"
 
 
-async def test_duplicate_across_difficulty_change_jobs() -> None:
-    """A job re-sent after a difficulty change has a new id but the same coinbase: the same
-    work submitted on both ids is one share, not two."""
+async def test_same_work_on_the_job_after_a_difficulty_change_is_a_new_share() -> None:
+    """The job sent after a difficulty change has its own coinbase (its job number), so the same
+    extranonce2, nonce, version and ntime on it is a new header, not a duplicate; the same
+    submit on the same job again still is one."""
     m = Miner(start_difficulty=TINY, min_difficulty=TINY / 4)
     await m.start()
     old = m.notify
-    (nonce,) = find_nonces(old, meets(TINY))
     replies = await m.call("mining.suggest_difficulty", [TINY / 2])
     assert replies[0]["result"] is True and replies[1]["method"] == "mining.set_difficulty"
     new = m.notify
-    assert new[0] != old[0] and new[2:4] == old[2:4]
+    assert new[0] != old[0] and new[2] != old[2] and new[3] == old[3]
+    on_new = set(find_nonces(new, meets(TINY / 2), 40))
+    nonce = next(n for n in find_nonces(old, meets(TINY), 40) if n in on_new)
     assert ok(await m.submit(old, nonce))["result"] is True
+    assert ok(await m.submit(new, nonce))["result"] is True
     assert error_code(await m.submit(new, nonce)) == 22
-    assert len(m.pool.accepted) == 1
+    assert error_code(await m.submit(old, nonce)) == 22
+    assert len(m.pool.accepted) == 2
 
 
 async def test_refused_authorize_closes_after_a_moment() -> None:

@@ -3,7 +3,11 @@
 Layout (non-witness serialization, what miners hash):
 
     version | 01 | 00*32 ffffffff | len | scriptSig | sequence | outputs | locktime
-    scriptSig = BIP34 height | push(tag) | aux | push(extranonce1 + extranonce2)
+    scriptSig = BIP34 height | push(tag) | aux | push(job number) | push(extranonce1 + extranonce2)
+
+The job number makes every job's coinbase, hence its merkle root, its own: firmware restarts
+its extranonce2/nonce/version search on every new job, and two jobs with one coinbase would
+give it the same headers again (duplicate shares).
 
 coinb1 ends right before extranonce1; coinb2 starts right after extranonce2.
 """
@@ -49,9 +53,15 @@ def build_coinbase(
     extranonce_size: int,
     tag: bytes = b"",
     aux: bytes = b"",
+    job_number: bytes = b"",
 ) -> CoinbaseParts:
     """Split coinbase for `height` paying `outputs` (payout first, witness commitment last)."""
-    prefix = bip34_height(height) + (push_data(tag) if tag else b"") + aux
+    prefix = (
+        bip34_height(height)
+        + (push_data(tag) if tag else b"")
+        + aux
+        + (push_data(job_number) if job_number else b"")
+    )
     script_len = len(prefix) + 1 + extranonce_size
     if script_len > MAX_SCRIPTSIG:
         raise ValueError(f"coinbase scriptSig would be {script_len} bytes (max {MAX_SCRIPTSIG})")

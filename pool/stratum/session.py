@@ -19,7 +19,13 @@ from typing import Any, Protocol
 import orjson
 
 from ..config import StratumConfig
-from ..jobs import EXTRANONCE2_SIZE, Job, JobManager, TemplateError
+from ..jobs import (
+    EXTRANONCE2_SIZE,
+    NERDMINER_DOCUMENT_BYTES,
+    Job,
+    JobManager,
+    TemplateError,
+)
 from ..logsafety import is_plain, miner_text
 from ..shares import (
     ERR_DUPLICATE,
@@ -106,13 +112,35 @@ def normalize_address(address: str) -> str:
     return lowered if lowered.startswith(("bc1", "tb1", "bcrt1")) else address
 
 
-_ESP_MINER_AGENT = re.compile(r"bitaxe/[^/]*/v?(\d+)\.(\d+)")
+# Firmware known to read a fractional `mining.set_difficulty`: user agent pattern, and the first
+# version that does (groups major, minor) or None for all. Everything else gets integers >= 1:
+# NerdQAxe++ reads `params[0].as<uint32_t>()` (main/stratum/stratum_api.cpp), Braiins
+# `f32 as u32`, ESP-Miner before 2.14.0 cJSON `valueint`; 0.5 would reach the chip as 0 (every
+# nonce a share).
+FRACTIONAL_DIFFICULTY_AGENTS: tuple[tuple[re.Pattern[str], tuple[int, int] | None], ...] = (
+    # ESP-Miner `bitaxe/<ASIC>/<version>`: valuedouble from 2.14.0 (ESP-Miner #1594)
+    (re.compile(r"bitaxe/[^/]*/v?(?P<major>\d+)\.(?P<minor>\d+)"), (2, 14)),
+    # NerdMiner_v2 `NerdMinerV2/<version>`: (double)doc["params"][0] (src/stratum.cpp)
+    (re.compile(r"(NerdMinerV2|HAN_SOLOminer)/"), None),
+    # cgminer `cgminer/<version>`: json_number_value, a double (util.c parse_diff)
+    (re.compile(r"cgminer/"), None),
+    # cpuminer (pooler's, -multi, -opt) `cpuminer/<version>`: json_number_value
+    (re.compile(r"cpuminer(-multi|-opt)?/"), None),
+    # solopool's own CPU miner and benchmark client
+    (re.compile(r"solopool-(miner|bench)/"), None),
+)
 
 
-def integer_difficulty_only(user_agent: str) -> bool:
-    """ESP-Miner (`bitaxe/<asic>/<version>`) before 2.14.0 truncates fractional difficulties."""
-    match = _ESP_MINER_AGENT.match(user_agent)
-    return match is not None and (int(match[1]), int(match[2])) < (2, 14)
+NERDMINER_AGENTS = ("NerdMinerV2/", "HAN_SOLOminer/")
+
+
+def fractional_difficulty_ok(user_agent: str) -> bool:
+    """Whether this firmware reads a fractional difficulty; if not it gets integers >= 1."""
+    for pattern, minimum in FRACTIONAL_DIFFICULTY_AGENTS:
+        match = pattern.match(user_agent)
+        if match is not None:
+            return minimum is None or (int(match["major"]), int(match["minor"])) >= minimum
+    return False
 
 
 SHARED_STRINGS_MAX = 4096
@@ -233,6 +261,7 @@ class Session(VarDiff):
         "version_mask",
         "version_rolling_configured",
         "warned_unnegotiated_bits",
+        "warned_document_size",
         "difficulty",
         "suggested_difficulty",
         "newest_job_id",
@@ -279,6 +308,7 @@ class Session(VarDiff):
         self.version_mask = cfg.version_rolling_mask
         self.version_rolling_configured = False
         self.warned_unnegotiated_bits = False
+        self.warned_document_size = False
         self.difficulty: float | int = start_difficulty(cfg.start_difficulty)
         self.suggested_difficulty: float | None = None
         VarDiff.__init__(
@@ -471,10 +501,11 @@ class Session(VarDiff):
     def on_subscribe(self, msg_id: Any, params: list[Any]) -> None:
         if params and isinstance(params[0], str):
             self.user_agent = shared(miner_text(params[0]))
-            if integer_difficulty_only(self.user_agent):
-                # ESP-Miner < 2.14 reads set_difficulty as an integer: 0.5 would become 0.
-                self.vardiff.minimum = max(self.vardiff.minimum, 1.0)
-                self.difficulty = max(self.difficulty, 1)
+        if not fractional_difficulty_ok(self.user_agent):
+            # It reads set_difficulty as an integer: 0.5 would become 0. A suggestion below 1
+            # is raised to 1 by the minimum; others are rounded to whole numbers (clamp).
+            self.vardiff.minimum = max(self.vardiff.minimum, 1.0)
+            self.difficulty = max(round_difficulty(self.difficulty), 1)
         sid = self.extranonce1.hex()
         self.subscribed = True
         self.reply(
@@ -680,8 +711,8 @@ class Session(VarDiff):
         is_block = share.is_block
         if not is_block and share.hash_int > share_target(difficulty):
             raise ShareError(ERR_LOW_DIFFICULTY, "low difficulty share")
-        # Only valid shares are remembered. Jobs re-sent after a difficulty change have new ids
-        # but the same coinbase, so duplicates are recognised by the header hash.
+        # Only valid shares are remembered, by header hash (every job has its own coinbase, so
+        # equal headers mean the same work submitted twice).
         seen = self.seen
         if seen is None:
             seen = self.seen = {}
@@ -812,6 +843,17 @@ class Session(VarDiff):
                     del older[next(iter(older))]
             self.newest_job_id = job_id
             self.newest_job_difficulty = self.difficulty
+        if (
+            job.nerdminer_bytes > NERDMINER_DOCUMENT_BYTES
+            and not self.warned_document_size
+            and self.user_agent.startswith(NERDMINER_AGENTS)
+        ):
+            self.warned_document_size = True
+            log.warning(
+                "%s: this job's mining.notify needs %d bytes of NerdMiner's %d-byte JSON "
+                "document (%d merkle branches); the miner will drop it and keep mining old work",
+                self.peer, job.nerdminer_bytes, NERDMINER_DOCUMENT_BYTES, len(job.branch),
+            )
         if not self.closed:
             self.writer.write(job.notify_line(clean))
 
@@ -821,7 +863,7 @@ class Session(VarDiff):
         vardiff = self.vardiff
         vardiff.interval = cfg.share_interval_seconds
         vardiff.minimum = cfg.min_difficulty
-        if integer_difficulty_only(self.user_agent):
+        if self.subscribed and not fractional_difficulty_ok(self.user_agent):
             vardiff.minimum = max(vardiff.minimum, 1.0)  # as on_subscribe sets it
         vardiff.maximum = cfg.max_difficulty
         network = self._network_difficulty()
