@@ -12,14 +12,20 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY pool ./pool
-# All dependencies ship wheels (amd64 and arm64): no compiler in the image.
-RUN pip install . \
-    && rm -rf /app/build /app/*.egg-info \
-    && useradd --system --uid 1000 --user-group --home-dir /data --shell /usr/sbin/nologin solopool \
+RUN useradd --system --uid 1000 --user-group --home-dir /data --shell /usr/sbin/nologin solopool \
     && mkdir -p /data /config \
     && chown solopool:solopool /data
+# Dependencies first, in their own layer: rebuilt only when pyproject.toml changes, not on every
+# source edit. The list is read from pyproject.toml's [project] dependencies (written once).
+# All of them ship wheels (amd64 and arm64): no compiler in the image.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" > requirements.txt
+RUN pip install -r requirements.txt
+# Then the product itself, without touching the dependencies installed above.
+COPY README.md ./
+COPY pool ./pool
+RUN pip install --no-deps . \
+    && rm -rf /app/build /app/*.egg-info
 
 # In the container the state lives in the /data volume and the dashboard/API must be reachable
 # from outside the container; miners connect to 3333 (and 3334 with [stratum] tls_port).

@@ -8,6 +8,7 @@
     GET /api/blocks              blocks found, newest first, with the node's answer
     GET /api/job/{address}       the exact coinbase outputs a miner on {address} hashes on now
     GET /api/history             hashrate per 10 minutes over the last 24 h (for the chart)
+    GET /api/umbrel/widget       the Umbrel home-screen widget (pool/umbrel.py)
     GET /metrics                 Prometheus text format
 
 Only GET (and HEAD) exist; nothing here can change the pool. The node's RPC credentials are
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import __version__
+from . import __version__, umbrel
 from .blocks import ACCEPTED, ORPHANED, PENDING, REJECTED
 from .config import ApiConfig
 from .consensus.address import AddressError, address_to_script, script_to_address
@@ -180,6 +181,7 @@ class ApiServer:
         app.router.add_get("/api/blocks", self.api_blocks)
         app.router.add_get("/api/job/{address}", self.api_job)
         app.router.add_get("/api/history", self.api_history)
+        app.router.add_get("/api/umbrel/widget", self.api_umbrel_widget)
         app.router.add_get("/metrics", self.metrics)
         return app
 
@@ -373,6 +375,9 @@ class ApiServer:
 
     async def api_pool(self, request: web.Request) -> web.Response:
         return json_response(self.pool_summary(await self.snapshots.get()))
+
+    async def api_umbrel_widget(self, request: web.Request) -> web.Response:
+        return json_response(umbrel.four_stats(self.pool_summary()))
 
     async def api_workers(self, request: web.Request) -> web.Response:
         offset = _query_int(request, "offset", 0, 0, 1 << 31)

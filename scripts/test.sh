@@ -21,6 +21,18 @@ fi
 command -v chromium >/dev/null 2>&1 \
     || (apt-get update && apt-get install -y --no-install-recommends chromium)
 
+# Podman and a local python:3.11-slim stand-in for tests/test_container.py (public image
+# registries are unreachable here). container.sh lives in the shared folder beside the project.
+CONTAINER_SH=${CONTAINER_SH:-../shared/tools/container.sh}
+if [ ! -f "$CONTAINER_SH" ]; then
+    echo "scripts/test.sh: $CONTAINER_SH not found: put the shared folder beside the project" \
+        "(../shared) or set CONTAINER_SH to its tools/container.sh" >&2
+    exit 1
+fi
+CONTAINER_SH=$(realpath "$CONTAINER_SH")
+export CONTAINER_SH
+bash "$CONTAINER_SH" setup
+
 echo "== ruff"
 .venv/bin/ruff check pool tests tools
 echo "== mypy"

@@ -1,6 +1,7 @@
-"""Packaging without a container engine: the Dockerfile's install step run for real in a fresh
-venv, its HEALTHCHECK command run against a real socket, and the compose, Umbrel and systemd
-files read and checked against what solopool actually accepts."""
+"""Packaging without a container engine: the Dockerfile's layering and its requirements step,
+its HEALTHCHECK command run against a real socket, and the compose, Umbrel and systemd files
+read and checked against what solopool actually accepts. tests/test_container.py builds and
+runs the image itself."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import configparser
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
 import sys
-import venv
+import tomllib
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import yaml
 
@@ -41,58 +44,32 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return out
 
 
-def test_dockerfile_install_steps_in_a_fresh_venv(tmp_path: Path) -> None:
-    """COPY exactly what the Dockerfile copies into an empty directory, run its `pip install`
-    there in a fresh venv, and run the installed `solopool`."""
+def test_dockerfile_installs_dependencies_before_the_source() -> None:
+    """Dependencies in a layer of their own, read from pyproject.toml, before pool/ is copied:
+    a source edit rebuilds only the last layers. (tests/test_container.py builds and runs it.)"""
     steps = dockerfile_instructions()
-    context = tmp_path / "context"
-    workdir = context
-    context.mkdir()
-    for instruction, args in steps:
-        if instruction == "WORKDIR":
-            workdir = context / args.lstrip("/")
-            workdir.mkdir(parents=True, exist_ok=True)
-        elif instruction == "COPY":
-            *sources, dest = args.split()
-            assert not any(s.startswith("--") for s in sources), "no multi-stage COPY expected"
-            target = workdir / dest if not dest.startswith("/") else context / dest.lstrip("/")
-            for source in sources:
-                src = REPO_DIR / source
-                assert src.exists(), f"Dockerfile copies {source}, which does not exist"
-                if src.is_dir():
-                    shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__"))
-                else:
-                    target.mkdir(parents=True, exist_ok=True)
-                    shutil.copy(src, target / src.name)
-    runs = [args for instruction, args in steps if instruction == "RUN"]
-    assert any(re.search(r"\bpip install \.(\s|$)", r) for r in runs), runs
+    copies = [i for i, (instruction, _) in enumerate(steps) if instruction == "COPY"]
+    first_copy = steps[copies[0]][1].split()
+    assert first_copy == ["pyproject.toml", "./"], "only pyproject.toml before the deps layer"
+    source_copy = next(i for i in copies if steps[i][1].split()[0] == "pool")
+    runs = {i: args for i, (instruction, args) in enumerate(steps) if instruction == "RUN"}
+    deps = next(i for i, args in runs.items() if "pip install -r requirements.txt" in args)
+    product = next(i for i, args in runs.items() if re.search(r"\bpip install --no-deps \.", args))
+    assert copies[0] < deps < source_copy < product
 
-    env_dir = tmp_path / "venv"
-    venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
-    python = env_dir / "bin" / "python"
-    install = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "."],
-        cwd=workdir, capture_output=True, text=True, timeout=900,
+    # The requirements step, run for real on pyproject.toml: exactly the product's dependencies
+    # (no test or tool extras).
+    generate = next(args for i, args in runs.items() if i < deps and "requirements.txt" in args)
+    command = re.fullmatch(r"(python -c .+) > requirements\.txt", generate)
+    assert command, generate
+    listed = subprocess.run(
+        [sys.executable, "-c", shlex.split(command[1])[2]], cwd=REPO_DIR,
+        capture_output=True, text=True, timeout=60,
     )
-    assert install.returncode == 0, install.stdout + install.stderr
-    version = subprocess.run(
-        [str(env_dir / "bin" / "solopool"), "--version"], capture_output=True, text=True,
-        timeout=60, cwd=tmp_path,
-    )
-    assert version.returncode == 0, version.stderr
-    assert version.stdout.strip() == f"solopool {__version__}"
-    # The installed package is complete: the preflight and the TLS code import and run.
-    check = subprocess.run(
-        [str(env_dir / "bin" / "solopool"), "check", "--help"], capture_output=True, text=True,
-        timeout=60, cwd=tmp_path,
-    )
-    assert check.returncode == 0 and "--address" in check.stdout
-    tls = subprocess.run(
-        [str(python), "-c", "from pool.stratum.tls import ensure_self_signed as e; from pathlib "
-         "import Path; print(e(Path('c.pem'), Path('k.pem')))"],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
-    )
-    assert tls.returncode == 0 and tls.stdout.strip() == "True", tls.stderr
+    assert listed.returncode == 0, listed.stderr
+    with open(REPO_DIR / "pyproject.toml", "rb") as file:
+        dependencies = tomllib.load(file)["project"]["dependencies"]
+    assert listed.stdout.splitlines() == dependencies
 
 
 def test_dockerfile_runs_non_root_with_healthcheck() -> None:
@@ -162,26 +139,108 @@ def test_compose_example() -> None:
     assert str(config.pool.data_dir) == "/data"
 
 
-def test_umbrel_app() -> None:
-    manifest = yaml.safe_load((UMBREL / "umbrel-app.yml").read_text())
-    for key in ("manifestVersion", "id", "category", "name", "version", "tagline",
-                "description", "developer", "website", "dependencies", "repo", "support",
-                "port", "gallery", "path", "defaultPassword", "submitter", "submission"):
-        assert key in manifest, key
-    assert manifest["id"] == "solopool" and "bitcoin" in manifest["dependencies"]
-    assert manifest["version"] == __version__
+def umbrel_store() -> tuple[str, Path]:
+    """deploy/umbrel/ is a community app store: its id, and the one app folder in it."""
+    store = yaml.safe_load((UMBREL / "umbrel-app-store.yml").read_text())
+    apps = [d for d in UMBREL.iterdir() if (d / "umbrel-app.yml").is_file()]
+    assert len(apps) == 1, apps
+    return store["id"], apps[0]
 
-    compose = yaml.safe_load((UMBREL / "docker-compose.yml").read_text())
+
+def taken_umbrel_ports() -> dict[int, str]:
+    """tests/data/umbrel_ports.txt: host ports other Umbrel apps and umbrelOS use."""
+    taken = {}
+    for line in (REPO_DIR / "tests" / "data" / "umbrel_ports.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            port, _, who = line.partition(" ")
+            taken[int(port)] = who
+    return taken
+
+
+def test_umbrel_port_list_is_real() -> None:
+    """The list the port checks rely on covers the stores (known takers are in it)."""
+    taken = taken_umbrel_ports()
+    assert len(taken) > 500
+    assert {80, 443, 2000} <= taken.keys()  # umbrelOS itself
+    assert "public-pool" in taken[2019] and "public-pool/server" in taken[2018]
+    assert "bitmagnet" in taken[3335] and "bleskomat-server" in taken[3333]
+
+
+def test_umbrel_store_and_manifest() -> None:
+    store_id, app_dir = umbrel_store()
+    # umbrelOS: store ids are letters and dashes; it lists only apps whose id starts with it.
+    assert re.fullmatch(r"[a-z]+(?:-[a-z]+)*", store_id) and len(store_id) <= 50
+    manifest = yaml.safe_load((app_dir / "umbrel-app.yml").read_text())
+    app_id = manifest["id"]
+    assert app_id == app_dir.name and app_id.startswith(f"{store_id}-")
+    assert re.fullmatch(r"[a-z0-9][a-z0-9-]*[a-z0-9]", app_id)
+    # The fields and field order of getumbrel/umbrel-apps' packaging guide (icon: community
+    # stores only), nothing else.
+    order = ["manifestVersion", "id", "category", "name", "version", "tagline", "description",
+             "releaseNotes", "developer", "website", "dependencies", "repo", "support", "port",
+             "gallery", "path", "icon", "widgets", "defaultUsername", "defaultPassword",
+             "submitter", "submission"]
+    assert [k for k in order if k in manifest] == list(manifest), list(manifest)
+    assert set(order) - {"widgets"} <= set(manifest), set(order) - set(manifest)
+    assert manifest["manifestVersion"] in (1, 1.1)
+    assert manifest["category"] == "bitcoin" and manifest["dependencies"] == ["bitcoin"]
+    assert manifest["version"] == __version__ and manifest["path"] == ""
+    assert manifest["gallery"] == [] or all(isinstance(g, str) for g in manifest["gallery"])
+    for key in ("website", "repo", "support", "submission", "icon"):
+        assert re.fullmatch(r"https://\S+", manifest[key]), key
+    # The icon is a square SVG kept in this repository, at the URL the manifest gives.
+    icon_path = re.fullmatch(
+        r"https://raw\.githubusercontent\.com/solopool/solopool/main/(.+)", manifest["icon"]
+    )
+    assert icon_path and manifest["repo"] == "https://github.com/solopool/solopool"
+    icon = ElementTree.parse(REPO_DIR / icon_path[1]).getroot()
+    assert icon.tag == "{http://www.w3.org/2000/svg}svg" and icon.get("viewBox") == "0 0 256 256"
+
+    taken = taken_umbrel_ports()
+    port = manifest["port"]
+    assert isinstance(port, int) and port not in taken, taken.get(port)
+
+
+def test_umbrel_compose() -> None:
+    _, app_dir = umbrel_store()
+    manifest = yaml.safe_load((app_dir / "umbrel-app.yml").read_text())
+    compose = yaml.safe_load((app_dir / "docker-compose.yml").read_text())
+    assert "networks" not in compose  # Umbrel injects its own network
     services = compose["services"]
-    proxy = services["app_proxy"]["environment"]
-    app_id, service_name, _ = proxy["APP_HOST"].split("_")
-    assert app_id == manifest["id"] and service_name in services
+    proxy = services.pop("app_proxy")
+    assert list(proxy) == ["environment"]
+    proxy_env = proxy["environment"]
+    service_name = next(s for s in services if proxy_env["APP_HOST"] == f"{manifest['id']}_{s}_1")
     pool = services[service_name]
-    assert "3333:3333" in pool["ports"]
-    assert pool["image"] and "build" not in pool
-    assert any(v == "${APP_DATA_DIR}/data:/data" for v in pool["volumes"])
+
+    # Every image pinned as the release workflow pushes it: ghcr.io/<repo>:<version>@sha256:...
+    repository = manifest["repo"].removeprefix("https://github.com/")
+    for service in services.values():
+        assert "build" not in service
+        pinned = r"ghcr\.io/([a-z0-9/-]+):([\w.-]+)@sha256:[0-9a-f]{64}"
+        image = re.fullmatch(pinned, service["image"])
+        assert image, service["image"]
+        assert image[1] == repository and image[2] == manifest["version"]
+        assert service["restart"] == "on-failure"
+        # Umbrel's app data is owned by 1000:1000, the image's own user.
+        assert service["user"] == "1000:1000"
+
+    # Bind mounts under ${APP_DATA_DIR}/data only, each source folder shipped in the package.
+    for volume in pool["volumes"]:
+        source, target = volume.split(":")[:2]
+        relative = source.removeprefix("${APP_DATA_DIR}/")
+        assert relative.startswith("data") and (app_dir / relative / ".gitkeep").is_file(), volume
+
     env = env_list(pool)
-    assert str(proxy["APP_PORT"]) == env["SOLOPOOL_API_PORT"] == API_PORT
+    assert str(proxy_env["APP_PORT"]) == env["SOLOPOOL_API_PORT"] == API_PORT
+    # Miners' port: explicit host:container, the same inside, not taken by another app.
+    [stratum] = pool["ports"]
+    host, container = (int(p) for p in stratum.split(":"))
+    assert host == container == int(env["SOLOPOOL_STRATUM_PORT"])
+    taken = taken_umbrel_ports()
+    assert host not in taken and host != manifest["port"], taken.get(host)
+    assert f"stratum+tcp://umbrel.local:{host}" in manifest["description"]
+
     used = set(re.findall(r"\$\{(\w+)\}", " ".join(env.values())))
     assert used == {"APP_BITCOIN_NODE_IP", "APP_BITCOIN_RPC_PORT", "APP_BITCOIN_RPC_USER",
                     "APP_BITCOIN_RPC_PASS", "APP_BITCOIN_ZMQ_HASHBLOCK_PORT"}
@@ -195,7 +254,25 @@ def test_umbrel_app() -> None:
     assert (config.node.rpc_user, config.node.rpc_password) == ("umbrel", "moneyprintergobrrr")
     assert config.node.zmq_hashblock == "tcp://10.21.21.8:28334"
     assert config.api.host == "0.0.0.0" and config.api.port == int(API_PORT)
-    assert config.stratum.port == 3333 and str(config.pool.data_dir) == "/data"
+    assert config.stratum.port == host and str(config.pool.data_dir) == "/data"
+
+
+def test_image_workflow() -> None:
+    """The release workflow builds amd64 and arm64 and pushes to ghcr.io on v* tags."""
+    workflow = yaml.safe_load((REPO_DIR / ".github" / "workflows" / "image.yml").read_text())
+    triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` as true
+    assert triggers["push"]["tags"] == ["v*"] and "branches" not in triggers["push"]
+    assert workflow["permissions"]["packages"] == "write"
+    [job] = workflow["jobs"].values()
+    steps = {step["uses"].split("@")[0]: step for step in job["steps"] if "uses" in step}
+    assert {"docker/setup-qemu-action", "docker/setup-buildx-action"} <= steps.keys()
+    assert steps["docker/login-action"]["with"]["registry"] == "ghcr.io"
+    build = steps["docker/build-push-action"]["with"]
+    assert set(build["platforms"].split(",")) == {"linux/amd64", "linux/arm64"}
+    assert build["push"] is True and build["tags"].startswith("${{ steps.meta.outputs.image }}:")
+    script = " ".join(step.get("run", "") for step in job["steps"])
+    assert "image=ghcr.io/${GITHUB_REPOSITORY,,}" in script  # ghcr.io names are lowercase
+    assert "version=${GITHUB_REF_NAME#v}" in script  # v0.1.0 -> 0.1.0, the manifest's version
 
 
 def test_systemd_unit() -> None:
