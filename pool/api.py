@@ -377,7 +377,7 @@ class ApiServer:
         return json_response(self.pool_summary(await self.snapshots.get()))
 
     async def api_umbrel_widget(self, request: web.Request) -> web.Response:
-        return json_response(umbrel.four_stats(self.pool_summary()))
+        return json_response(umbrel.four_stats(self.pool_summary(await self.snapshots.get())))
 
     async def api_workers(self, request: web.Request) -> web.Response:
         offset = _query_int(request, "offset", 0, 0, 1 << 31)
