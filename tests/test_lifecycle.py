@@ -280,7 +280,7 @@ async def test_sighup_with_a_bad_file_keeps_the_running_config(
         assert not client.closed
         # Still mining: a block found now reaches the node.
         notify = [m for m in client.notifications if m["method"] == "mining.notify"][-1]["params"]
-        en2 = bytes(4)
+        en2 = bytes(client.extranonce2_size)
         nonce = find_nonce(notify, client.extranonce1, en2, meets=True)
         params = [user, notify[0], en2.hex(), notify[7], f"{nonce:08x}"]
         assert (await client.request("mining.submit", params))["result"] is True

@@ -91,7 +91,11 @@ async def test_miner_text_cannot_forge_logs_alerts_or_api(
     hook_url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
 
     port, api_port = free_port(), free_port()
-    config = write_config(tmp_path / "solopool.toml", node, port, api_port=api_port)
+    # Worker names as long as the hostile ones (a longer name would count under the authorized
+    # one, and the cleaning of the submitted name would go untested).
+    config = write_config(
+        tmp_path / "solopool.toml", node, port, api_port=api_port, max_worker_name_length=256
+    )
     config.write_text(config.read_text() + f'\n[notify]\nwebhook_urls = ["{hook_url}"]\n')
     proc = await PoolProcess.start(config, "--log-level", "DEBUG")
     address = node.new_address("bech32")

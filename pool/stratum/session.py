@@ -682,9 +682,9 @@ class Session(VarDiff):
             if split_username(worker)[0] != self.address:
                 raise ShareError(ERR_UNAUTHORIZED, "unauthorized worker")
             # ADDRESS.other without an authorize: a name of this connection, within its limits.
-            refusal = self._add_worker(worker)
-            if refusal is not None:
-                raise ShareError(ERR_UNAUTHORIZED, refusal)
+            # Past them the share still counts (it may be a block), under the authorized name.
+            if self._add_worker(worker) is not None:
+                worker = self.username
         self.worker = miner_text(worker)
         job = self.pool.jobs.get(job_id)
         if job_id == self.newest_job_id:
