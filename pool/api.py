@@ -29,7 +29,7 @@ from aiohttp import web
 
 from . import __version__, umbrel
 from .blocks import ACCEPTED, ORPHANED, PENDING, REJECTED
-from .config import ApiConfig
+from .config import ApiConfig, local_url
 from .consensus.address import AddressError, address_to_script, script_to_address
 from .events import MinerView
 from .metrics import make_registry, render
@@ -213,12 +213,7 @@ class ApiServer:
 
     @property
     def url(self) -> str:
-        host = self.config.host
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        return local_url(self.config.host, self.port)
 
     async def stop(self) -> None:
         self.snapshots.cancel()
