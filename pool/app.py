@@ -13,7 +13,7 @@ from typing import Any
 from .api import ApiServer
 from .blocks import ACCEPTED, BlockSpool, BlockSubmitter, FoundBlock, found_block
 from .config import Config, NodeConfig
-from .consensus.address import AddressError, address_to_script, is_supported_payout
+from .consensus.address import AddressError, payout_script
 from .events import Events, MinerView, ShareView
 from .jobs import JobManager, Template
 from .node import NodeClient, NodeError, NodeSet
@@ -23,6 +23,7 @@ from .notify import Notifier
 from .preflight import StartupError, identify_nodes
 from .reload import reload_config
 from .shares import Share
+from .snapshot import PoolView
 from .stats import Stats, StatsError
 from .stratum.server import StratumServer
 from .stratum.session import AddressRefused, Session
@@ -73,7 +74,6 @@ class Pool:
         self.events.add(self.stats)
         self.notifier = Notifier(config.notify, self.stats)
         self.events.add(self.notifier)
-        self.api = ApiServer(self, config.api)
         self.submitter = BlockSubmitter(self.nodes, self.spool, on_final=self._block_final)
         # Stratum in this process, or in `[stratum] workers` processes sharing the port.
         self.stratum: StratumServer | WorkerGroup
@@ -88,12 +88,18 @@ class Pool:
         self.source = TemplateSource(
             self.nodes, config.node, self._new_template, start_task=supervised
         )
+        # What the API, /metrics and the Umbrel widget read: never the pool itself.
+        self.view = PoolView(
+            stats=self.stats, jobs=self.jobs, source=self.source, nodes=self.nodes,
+            connections=self.stratum, payouts=self,
+        )
+        self.events.add(self.view)
+        self.api = ApiServer(self.view, config.api)
         self.chain = ""
         self._payouts: dict[str, bytes] = {}
         self._stopping = asyncio.Event()
         self._stopped = False
         self._reloads: set[asyncio.Task[list[str]]] = set()
-        self.started_at = time.time()
         self.shares_accepted = 0
         self.shares_rejected = 0
 
@@ -237,12 +243,7 @@ class Pool:
         if cached is not None:
             return cached
         try:
-            script = address_to_script(address, self.chain)
-            if not is_supported_payout(script):
-                raise AddressError(
-                    "only P2PKH, P2SH, P2WPKH, P2WSH and P2TR payouts are supported (outputs to "
-                    "future witness versions can be spent by anyone today)"
-                )
+            script = payout_script(address, self.chain)
         except AddressError as exc:
             raise AddressRefused(
                 f"{address!r} is not a valid {self.chain} address: {exc}"

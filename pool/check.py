@@ -18,7 +18,7 @@ import tempfile
 from typing import TextIO
 
 from .config import EXIT_CONFIG, Config, ConfigError, config_file, load_config, unknown_environment
-from .consensus.address import AddressError, address_to_script, is_supported_payout
+from .consensus.address import AddressError, payout_script
 from .node import RPC_METHOD_NOT_FOUND, NodeClient, NodeError, NodeRPCError
 from .node.discovery import connectable, published_hashblock
 from .preflight import EXIT_FAIL, Problem, probe_node
@@ -174,17 +174,11 @@ def check_payout(config: Config, report: Report, chain: str | None, address: str
             report.warn(f"payout address {addr} not checked: the node's chain is unknown")
             continue
         try:
-            script = address_to_script(addr.strip(), chain)
+            payout_script(addr.strip(), chain)
         except AddressError as exc:
             report.fail(
                 f"payout address {addr} is not a valid {chain} address: {exc}",
-                f"use an address of the node's chain ({chain})",
-            )
-            continue
-        if not is_supported_payout(script):
-            report.fail(
-                f"payout address {addr} is not a P2PKH, P2SH, P2WPKH, P2WSH or P2TR address",
-                "use one of those address types",
+                f"use a P2PKH, P2SH, P2WPKH, P2WSH or P2TR address of the node's chain ({chain})",
             )
             continue
         report.ok(f"payout address {addr} is valid for {chain}")
