@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .config import Config, ConfigError, NodeConfig, StratumConfig, load_config
+from .jobs import JobManager
+from .node import TemplateSource
 
 log = logging.getLogger(__name__)
 
@@ -33,30 +35,16 @@ class Listeners(Protocol):
     def apply_config(self, config: StratumConfig) -> int: ...
 
 
-class Templates(Protocol):
-    """The template source: its node settings, and fetching a template now."""
-
-    config: NodeConfig
-
-    async def update(self, reason: str, resend: bool = False) -> bool: ...
-
-
-class CoinbaseTag(Protocol):
-    coinbase_tag: bytes
-
-
 class Reloadable(Protocol):
     """The parts of the running pool a reload changes."""
 
     full_config: Config
     config: StratumConfig
+    source: TemplateSource
+    jobs: JobManager
 
     @property
     def stratum(self) -> Listeners: ...
-    @property
-    def source(self) -> Templates: ...
-    @property
-    def jobs(self) -> CoinbaseTag: ...
 
 
 @dataclass
