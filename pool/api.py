@@ -23,13 +23,13 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from . import __version__, umbrel
 from .blocks import ACCEPTED, ORPHANED, PENDING, REJECTED
-from .config import ApiConfig
+from .config import ApiConfig, local_url
 from .consensus.address import AddressError, address_to_script, script_to_address
 from .events import MinerView
 from .metrics import make_registry, render
@@ -39,17 +39,14 @@ from .snapshot import (
     SNAPSHOT_SECONDS,
     Cached,
     History,
+    PoolView,
     Snapshot,
-    pool_version,
     take_history,
     take_snapshot,
 )
 from .stats import Estimate, WorkerStats
 from .stratum.session import AddressRefused, split_username
 from .units import format_hashrate_band
-
-if TYPE_CHECKING:
-    from .app import Pool
 
 log = logging.getLogger(__name__)
 
@@ -154,12 +151,12 @@ def rates_json(rates: dict[str, Estimate]) -> dict[str, Any]:
 
 
 class ApiServer:
-    def __init__(self, pool: Pool, config: ApiConfig) -> None:
+    def __init__(self, pool: PoolView, config: ApiConfig) -> None:
         self.pool = pool
         self.config = config
         self.snapshots: Cached[Snapshot] = Cached(
             lambda: take_snapshot(pool, config.metrics_max_workers), SNAPSHOT_SECONDS,
-            lambda: pool_version(pool),
+            pool.version,
         )
         self.histories: Cached[History] = Cached(
             lambda: take_history(pool), HISTORY_SNAPSHOT_SECONDS
@@ -213,12 +210,7 @@ class ApiServer:
 
     @property
     def url(self) -> str:
-        host = self.config.host
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        return local_url(self.config.host, self.port)
 
     async def stop(self) -> None:
         self.snapshots.cancel()
@@ -251,7 +243,7 @@ class ApiServer:
         return self.pool.stats.clock()
 
     def _difficulty(self) -> float | None:
-        template = self.pool.jobs.template
+        template = self.pool.template
         return template.network_difficulty if template is not None else None
 
     def _odds(self, hashrate: float) -> dict[str, Any] | None:
@@ -341,10 +333,9 @@ class ApiServer:
         pool = self.pool
         stats = pool.stats
         now = self._now()
-        template = pool.jobs.template
+        template = pool.template
         rates = snap.pool_rates
         difficulty = self._difficulty()
-        source = pool.source
         blocks = self._blocks()
         return {
             "network": pool.chain,
@@ -354,9 +345,9 @@ class ApiServer:
             "network_hashrate": network_hashrate(difficulty) if difficulty else None,
             "template_age": now - stats.template_at if stats.template_at is not None else None,
             "node": {
-                "ok": source.node_ok,
-                "error": None if source.node_ok else source.last_error,
-                "rpc_latency": pool.node.last_latency,
+                "ok": pool.node_ok,
+                "error": pool.node_error,
+                "rpc_latency": pool.rpc_latency,
             },
             "hashrate": rates_json(rates),
             "miners": snap.mining,
@@ -368,7 +359,7 @@ class ApiServer:
             "blocks": self._block_counts(blocks),
             "last_block": blocks[0] if blocks else None,
             "odds": self._odds(rates[ODDS_WINDOW].hashrate),
-            "uptime": time.time() - pool.started_at,
+            "uptime": pool.uptime(),
             "version": __version__,
             "time": now,
         }
@@ -447,7 +438,7 @@ class ApiServer:
         except AddressError as exc:
             return json_error(400, f"{given[:100]} is not a valid {pool.chain} address: {exc}")
         mining = [
-            s for s in pool.stratum.sessions
+            s for s in pool.sessions
             if s.mining and not s.closed and s.address in (given, given.lower())
         ]
         if not mining:
@@ -457,7 +448,7 @@ class ApiServer:
             script = await pool.resolve_payout(address)
         except AddressRefused as exc:
             return json_error(400, str(exc))
-        job = pool.jobs.job_for(script)
+        job = pool.job_for(script)
         template = job.template
         outputs = []
         for index, out in enumerate(job.coinbase.outputs):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import signal
@@ -13,15 +12,18 @@ from typing import Any
 
 from .api import ApiServer
 from .blocks import ACCEPTED, BlockSpool, BlockSubmitter, FoundBlock, found_block
-from .config import Config, ConfigError, NodeConfig, load_config
-from .consensus.address import CHAINS, AddressError, address_to_script, is_supported_payout
+from .config import Config, NodeConfig
+from .consensus.address import AddressError, payout_script
 from .events import Events, MinerView, ShareView
 from .jobs import JobManager, Template
-from .node import NodeAuthError, NodeClient, NodeError, NodeRPCError, NodeSet, NodeUnreachable
+from .node import NodeClient, NodeError, NodeSet
 from .node.discovery import with_discovered_zmq
 from .node.templates import TemplateSource
 from .notify import Notifier
+from .preflight import StartupError, identify_nodes
+from .reload import reload_config
 from .shares import Share
+from .snapshot import PoolView
 from .stats import Stats, StatsError
 from .stratum.server import StratumServer
 from .stratum.session import AddressRefused, Session
@@ -32,47 +34,6 @@ log = logging.getLogger(__name__)
 
 VALIDATE_TIMEOUT = 5.0  # seconds for the node's validateaddress cross-check of a payout
 PAYOUT_CACHE_ENTRIES = 4096  # payout addresses checked with the node and remembered
-
-
-# What a SIGHUP applies to the running pool; any other changed key needs a restart.
-RELOADABLE_STRATUM = frozenset({
-    "start_difficulty", "min_difficulty", "max_difficulty", "share_interval_seconds",
-    "allowed_addresses", "max_connections", "max_connections_per_ip",
-    "handshake_timeout_seconds", "idle_timeout_seconds", "max_invalid_shares_per_minute",
-    "max_line_bytes", "version_rolling_mask",
-})
-RELOADABLE_NODE = frozenset({"template_refresh_seconds"})
-RELOADABLE_POOL = frozenset({"coinbase_tag"})
-SECRET_KEYS = frozenset({"rpc_password", "rpc_user", "rpc_url"})
-
-
-def _changes(
-    section: str, old: Any, new: Any, reloadable: frozenset[str],
-    applied: list[str], restart: list[str],
-) -> dict[str, Any]:
-    """The reloadable keys of one section that changed (as replace() arguments); describes every
-    change in `applied` or `restart` (never showing secret values)."""
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(old):
-        before, after = getattr(old, f.name), getattr(new, f.name)
-        if before == after:
-            continue
-        if f.name in reloadable:
-            out[f.name] = after
-            applied.append(f"[{section}] {f.name}: {before!r} -> {after!r}")
-        elif f.name in SECRET_KEYS:
-            restart.append(f"[{section}] {f.name}")
-        else:
-            restart.append(f"[{section}] {f.name} ({before!r} -> {after!r})")
-    return out
-
-
-class StartupError(Exception):
-    """The pool cannot start; the message says why and what to do."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code  # 2 when the fix is in the config file
 
 
 def _client(n: NodeConfig, name: str) -> NodeClient:
@@ -113,7 +74,6 @@ class Pool:
         self.events.add(self.stats)
         self.notifier = Notifier(config.notify, self.stats)
         self.events.add(self.notifier)
-        self.api = ApiServer(self, config.api)
         self.submitter = BlockSubmitter(self.nodes, self.spool, on_final=self._block_final)
         # Stratum in this process, or in `[stratum] workers` processes sharing the port.
         self.stratum: StratumServer | WorkerGroup
@@ -128,105 +88,25 @@ class Pool:
         self.source = TemplateSource(
             self.nodes, config.node, self._new_template, start_task=supervised
         )
+        # What the API, /metrics and the Umbrel widget read: never the pool itself.
+        self.view = PoolView(
+            stats=self.stats, jobs=self.jobs, source=self.source, nodes=self.nodes,
+            connections=self.stratum, payouts=self,
+        )
+        self.events.add(self.view)
+        self.api = ApiServer(self.view, config.api)
         self.chain = ""
         self._payouts: dict[str, bytes] = {}
         self._stopping = asyncio.Event()
         self._stopped = False
         self._reloads: set[asyncio.Task[list[str]]] = set()
-        self.started_at = time.time()
         self.shares_accepted = 0
         self.shares_rejected = 0
 
     # --- start-up -------------------------------------------------------------------------------
 
-    async def check_node(self) -> None:
-        """Learn the chain from the nodes; refuse to start with one clear reason.
-
-        Every node is checked (at once); start-up needs one that can give templates. Backups
-        that cannot are retried while the pool runs; one on another network is a config error.
-        """
-        configs = self.full_config.nodes
-        results = await asyncio.gather(
-            *(self._check_one(c, n) for c, n in zip(self.nodes.clients, configs, strict=True)),
-            return_exceptions=True,
-        )
-        usable: list[NodeClient] = []
-        failures: list[tuple[NodeClient, StartupError]] = []
-        genesis: str | None = None
-        for client, result in zip(self.nodes.clients, results, strict=True):
-            if isinstance(result, StartupError):
-                if result.exit_code == 2:
-                    raise result
-                failures.append((client, result))
-                continue
-            if isinstance(result, BaseException):
-                raise result
-            chain, node_genesis = result
-            if not usable:
-                self.chain, genesis = chain, node_genesis
-            elif (chain, node_genesis) != (self.chain, genesis):
-                raise StartupError(
-                    f"{client} is on chain {chain!r} (genesis {node_genesis[:16]}…) but "
-                    f"{usable[0]} is on {self.chain!r} (genesis {(genesis or '')[:16]}…): "
-                    "every node must be on the same network",
-                    exit_code=2,
-                )
-            usable.append(client)
-        if not usable:
-            raise failures[0][1]
-        self.nodes.set_identity(self.chain, genesis)
-        self.nodes.active = usable[0]
-        for client, exc in failures:
-            self.nodes.mark_down(client, NodeError(str(exc)))
-            log.warning("%s: %s; it will be used when it answers", client, exc)
-        if usable[0] is not self.nodes.primary:
-            log.warning("templates come from %s until %s answers", usable[0], self.nodes.primary)
-
-    async def _check_one(self, node: NodeClient, node_cfg: NodeConfig) -> tuple[str, str]:
-        """One node's chain and genesis hash, or a StartupError saying what is wrong."""
-        url = node.display_url
-        section = node.name
-        cookie = node_cfg.rpc_cookie_file
-        if node_cfg.cookie_guessed and cookie is not None and not cookie.exists():
-            raise StartupError(
-                f"no RPC login configured and no cookie at {cookie}: set [{section}] "
-                "rpc_cookie_file to your node's .cookie, or rpc_user and rpc_password",
-                exit_code=2,
-            )
-        try:
-            info = await node.get_blockchain_info()
-        except NodeAuthError as exc:
-            raise StartupError(str(exc), exit_code=2) from None
-        except NodeUnreachable:
-            raise StartupError(
-                f"cannot reach the node's RPC at {url}: is bitcoind running with server=1, and "
-                f"is [{section}] rpc_url right?"
-            ) from None
-        except NodeError as exc:
-            raise StartupError(f"the node at {url} answered with an error: {exc}") from None
-        chain = str(info.get("chain"))
-        if chain not in CHAINS:
-            raise StartupError(f"the node is on chain {chain!r}, which solopool does not know")
-        if chain == "main" and info.get("initialblockdownload"):
-            progress = 100 * float(info.get("verificationprogress", 0))
-            raise StartupError(
-                f"the node is still in initial block download ({progress:.1f}% verified); "
-                "start solopool when it has caught up"
-            )
-        try:
-            await node.get_block_template()
-            genesis = await node.get_block_hash(0)
-        except NodeRPCError as exc:
-            raise StartupError(
-                f"the node cannot give a block template yet: {exc.message}"
-            ) from None
-        except NodeError as exc:
-            raise StartupError(f"getblocktemplate failed: {exc}") from None
-        log.info("%s: chain %s, height %s", node, chain, info.get("blocks"))
-        return chain, genesis
-
     async def start(self) -> None:
-        await self.check_node()
+        self.chain = await identify_nodes(self.nodes, self.full_config.nodes)
         try:
             await asyncio.to_thread(self.spool.prepare)
         except OSError as exc:
@@ -330,65 +210,9 @@ class Pool:
     def _on_reload_signal(self, sig: signal.Signals) -> None:
         if self._stopping.is_set():
             return
-        task = asyncio.get_running_loop().create_task(self.reload_config(), name="reload")
+        task = asyncio.get_running_loop().create_task(reload_config(self), name="reload")
         self._reloads.add(task)
         task.add_done_callback(self._reloads.discard)
-
-    async def reload_config(self) -> list[str]:
-        """Re-read the config file and apply what can change under running miners: difficulty
-        bounds, start difficulty, share interval, allowed addresses, connection limits and
-        timeouts, coinbase tag, template refresh. Everything else is logged as needing a
-        restart and keeps its running value. Returns the changes applied."""
-        source = self.full_config.source
-        if source is None:
-            log.warning("reload: started without a config file; nothing to reload")
-            return []
-        try:
-            new = load_config(source)
-        except ConfigError as exc:
-            log.error("reload: %s; keeping the running config", exc)
-            return []
-        old = self.full_config
-        applied: list[str] = []
-        restart: list[str] = []
-        node = _changes("node", old.node, new.node, RELOADABLE_NODE, applied, restart)
-        stratum = _changes(
-            "stratum", old.stratum, new.stratum, RELOADABLE_STRATUM, applied, restart
-        )
-        pool = _changes("pool", old.pool, new.pool, RELOADABLE_POOL, applied, restart)
-        for f in dataclasses.fields(old):  # [api], [notify], [[backup_node]], ...
-            if f.name not in ("node", "stratum", "pool", "source") and (
-                getattr(old, f.name) != getattr(new, f.name)
-            ):
-                restart.append(f"[{f.name}]")
-        effective = dataclasses.replace(
-            old,
-            node=dataclasses.replace(old.node, **node),
-            stratum=dataclasses.replace(old.stratum, **stratum),
-            pool=dataclasses.replace(old.pool, **pool),
-        )
-        self.full_config = effective
-        self.config = effective.stratum
-        if stratum:
-            dropped = self.stratum.apply_config(effective.stratum)
-            if dropped:
-                log.warning(
-                    "reload: closed %d connection(s) of addresses no longer allowed", dropped
-                )
-        if node and isinstance(getattr(self.source, "config", None), NodeConfig):
-            self.source.config = dataclasses.replace(self.source.config, **node)
-        if "coinbase_tag" in pool:
-            self.jobs.coinbase_tag = effective.pool.coinbase_tag.encode()
-            # Jobs are built once per template: re-install it so new jobs carry the tag.
-            if not await self.source.update("config reload", resend=True):
-                log.warning("reload: the new coinbase tag applies from the next template")
-        for change in applied:
-            log.info("reload: %s", change)
-        if restart:
-            log.warning("reload: changed but needs a restart: %s", ", ".join(restart))
-        if not applied and not restart:
-            log.info("reload: %s unchanged", source)
-        return applied
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -419,12 +243,7 @@ class Pool:
         if cached is not None:
             return cached
         try:
-            script = address_to_script(address, self.chain)
-            if not is_supported_payout(script):
-                raise AddressError(
-                    "only P2PKH, P2SH, P2WPKH, P2WSH and P2TR payouts are supported (outputs to "
-                    "future witness versions can be spent by anyone today)"
-                )
+            script = payout_script(address, self.chain)
         except AddressError as exc:
             raise AddressRefused(
                 f"{address!r} is not a valid {self.chain} address: {exc}"

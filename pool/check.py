@@ -15,23 +15,15 @@ import socket
 import ssl
 import sys
 import tempfile
-from typing import Any, TextIO
+from typing import TextIO
 
-from .config import Config, ConfigError, load_config, unknown_environment
-from .consensus.address import CHAINS, AddressError, address_to_script, is_supported_payout
-from .node import (
-    RPC_METHOD_NOT_FOUND,
-    NodeAuthError,
-    NodeClient,
-    NodeError,
-    NodeRPCError,
-    NodeUnreachable,
-)
+from .config import EXIT_CONFIG, Config, ConfigError, config_file, load_config, unknown_environment
+from .consensus.address import AddressError, payout_script
+from .node import RPC_METHOD_NOT_FOUND, NodeClient, NodeError, NodeRPCError
 from .node.discovery import connectable, published_hashblock
+from .preflight import EXIT_FAIL, Problem, probe_node
 
 EXIT_OK = 0
-EXIT_FAIL = 1
-EXIT_CONFIG = 2
 
 
 class Report:
@@ -54,6 +46,9 @@ class Report:
         self.failed = True
         self.line("FAIL", message, fix)
 
+    def problem(self, problem: Problem) -> None:
+        self.fail(problem.what, problem.fix)
+
     def warn(self, message: str, fix: str | None = None) -> None:
         self.line("warn", message, fix)
 
@@ -62,9 +57,7 @@ class Report:
 
 
 def main_check(args: argparse.Namespace) -> int:
-    from .cli import config_path
-
-    path = config_path(args)
+    path = config_file(args.config)
     report = Report(sys.stdout)
     for warning in unknown_environment(os.environ):
         report.warn(warning)
@@ -91,7 +84,8 @@ def run_checks(config: Config, report: Report, address: str | None = None) -> No
 
 
 def check_node(config: Config, report: Report) -> str | None:
-    """Reachability, auth, chain and sync, getblocktemplate, ZMQ. Returns the chain name."""
+    """Reachability, auth, chain and sync, getblocktemplate (the start-up questions), then ZMQ.
+    Returns the chain name."""
     n = config.node
     node = NodeClient(
         n.rpc_url,
@@ -101,83 +95,14 @@ def check_node(config: Config, report: Report) -> str | None:
         timeout=min(n.rpc_timeout_seconds, 15.0),
         max_threads=1,
     )
-    url = node.display_url
     try:
-        return _check_node(config, node, url, report)
+        identity = probe_node(node, n, "node", report)
+        if identity is None:
+            return None
+        check_zmq(config, node, report)
+        return identity.chain
     finally:
         node.close()
-
-
-def _auth_fix(config: Config) -> str:
-    n = config.node
-    if n.rpc_cookie_file is not None:
-        guessed = " (guessed: no login configured)" if n.cookie_guessed else ""
-        return (
-            f"the cookie {n.rpc_cookie_file}{guessed} must be the running node's and readable by "
-            "this user; or set [node] rpc_user and rpc_password"
-        )
-    return "check [node] rpc_user/rpc_password against rpcuser/rpcpassword or rpcauth"
-
-
-def _check_node(config: Config, node: NodeClient, url: str, report: Report) -> str | None:
-    n = config.node
-    if n.rpc_cookie_file is not None and not n.rpc_cookie_file.exists():
-        report.ok(f"node RPC at {url} (not contacted: no login to use)")
-        report.fail(f"no cookie file at {n.rpc_cookie_file}", _auth_fix(config))
-        return None
-    try:
-        info: dict[str, Any] = node.call_sync("getblockchaininfo")
-    except NodeAuthError as exc:
-        report.ok(f"node reachable at {url}")
-        report.fail(f"RPC login refused: {exc}", _auth_fix(config))
-        return None
-    except NodeUnreachable as exc:
-        reason = str(exc)
-        if reason.startswith("cannot reach the node at"):
-            reason = reason.split(": ", 1)[-1]
-        report.fail(
-            f"node not reachable at {url} ({reason})",
-            "start bitcoind with server=1 (rpcbind/rpcallowip must let this machine in), "
-            "and check [node] rpc_url",
-        )
-        return None
-    except NodeError as exc:
-        report.ok(f"node reachable at {url}")
-        report.fail(f"getblockchaininfo answered with an error: {exc}", "see the node's debug.log")
-        return None
-    report.ok(f"node reachable at {url}")
-    report.ok("RPC login accepted" + (" (cookie)" if n.rpc_cookie_file is not None else ""))
-
-    chain = str(info.get("chain"))
-    blocks, headers = info.get("blocks"), info.get("headers")
-    progress = 100 * float(info.get("verificationprogress", 0) or 0)
-    if chain not in CHAINS:
-        report.fail(f"the node is on chain {chain!r}", "solopool mines main, test, signet, regtest")
-        return None
-    if info.get("initialblockdownload") and chain == "main":
-        report.fail(
-            f"chain main still syncing: {blocks} of {headers} blocks ({progress:.1f}% verified)",
-            "wait until the node has caught up (mainnet nodes give no templates while syncing)",
-        )
-    else:
-        report.ok(f"chain {chain}, height {blocks} (headers {headers}), synced")
-
-    try:
-        template: dict[str, Any] = node.call_sync("getblocktemplate", {"rules": ["segwit"]})
-    except NodeRPCError as exc:
-        report.fail(
-            f"getblocktemplate failed: {exc.message} (RPC error {exc.code})",
-            "a mainnet node needs peers (-9) and a finished sync (-10); otherwise see debug.log",
-        )
-    except NodeError as exc:
-        report.fail(f"getblocktemplate failed: {exc}", "see the node's debug.log")
-    else:
-        report.ok(
-            f"getblocktemplate works (height {template.get('height')}, "
-            f"{len(template.get('transactions', []))} transactions)"
-        )
-    check_zmq(config, node, report)
-    return chain
 
 
 def check_zmq(config: Config, node: NodeClient, report: Report) -> None:
@@ -249,17 +174,11 @@ def check_payout(config: Config, report: Report, chain: str | None, address: str
             report.warn(f"payout address {addr} not checked: the node's chain is unknown")
             continue
         try:
-            script = address_to_script(addr.strip(), chain)
+            payout_script(addr.strip(), chain)
         except AddressError as exc:
             report.fail(
                 f"payout address {addr} is not a valid {chain} address: {exc}",
-                f"use an address of the node's chain ({chain})",
-            )
-            continue
-        if not is_supported_payout(script):
-            report.fail(
-                f"payout address {addr} is not a P2PKH, P2SH, P2WPKH, P2WSH or P2TR address",
-                "use one of those address types",
+                f"use a P2PKH, P2SH, P2WPKH, P2WSH or P2TR address of the node's chain ({chain})",
             )
             continue
         report.ok(f"payout address {addr} is valid for {chain}")

@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .app import Pool, StartupError
-from .config import ConfigError, load_config, unknown_environment
+from .app import Pool
+from .check import main_check
+from .config import EXIT_CONFIG, ConfigError, config_file, load_config, unknown_environment
 from .fdlimit import raise_open_file_limit
 from .logsafety import config_permission_warning, quiet_rpc_logger
-
-EXIT_CONFIG = 2
-DEFAULT_CONFIG = Path("solopool.toml")
+from .preflight import StartupError
+from .status import main_status
 
 
 def _add_common(parser: argparse.ArgumentParser, top_level: bool) -> None:
@@ -74,17 +74,10 @@ def install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def config_path(args: argparse.Namespace) -> Path | None:
-    if args.config is not None:
-        path: Path = args.config
-        return path
-    return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
-
-
 def run_pool(args: argparse.Namespace) -> int:
     unknown = unknown_environment(os.environ)
     try:
-        config = load_config(config_path(args))
+        config = load_config(config_file(args.config))
     except ConfigError as exc:
         for line in unknown:  # a misspelt variable may be the cause
             print(f"solopool: warning: {line}", file=sys.stderr)
@@ -112,12 +105,8 @@ def run_pool(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "status":
-        from .status import main_status
-
         return main_status(args)
     if args.command == "check":
-        from .check import main_check
-
         return main_check(args)
     return run_pool(args)
 

@@ -25,6 +25,8 @@ NOT_SETTINGS = frozenset({
     "SOLOPOOL_DEBIAN_MIRROR",  # scripts/install-node.sh: the Debian mirror to fetch it from
 })
 MAX_WORKERS = 64  # Stratum worker processes; the top byte of extranonce1 names the process
+EXIT_CONFIG = 2  # the exit code when the fix is in the config (or the environment)
+DEFAULT_CONFIG_FILE = Path("solopool.toml")  # read when present and no --config is given
 
 # Bitcoin Core's default RPC port -> the datadir subfolder that holds that network's cookie.
 COOKIE_SUBDIR_BY_PORT = {
@@ -38,6 +40,14 @@ COOKIE_SUBDIR_BY_PORT = {
 
 class ConfigError(Exception):
     """A config problem, phrased for the person who has to fix it."""
+
+
+def config_file(given: Path | None) -> Path | None:
+    """The file to read: `given` (--config), else ./solopool.toml if present, else none
+    (defaults and SOLOPOOL_* variables only)."""
+    if given is not None:
+        return given
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None
 
 
 @dataclass(frozen=True)
@@ -103,6 +113,16 @@ class ApiConfig:
     port: int = 8080
     # /metrics has per-worker series for this many most recently active workers (plus totals).
     metrics_max_workers: int = 100
+
+
+def local_url(host: str, port: int) -> str:
+    """The http:// URL at which this machine reaches a listener on host:port (a wildcard host
+    means this machine)."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 @dataclass(frozen=True)

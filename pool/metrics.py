@@ -1,4 +1,5 @@
-"""Prometheus metrics at /metrics, read from the pool's live state at scrape time.
+"""Prometheus metrics at /metrics, read at scrape time from the pool's read-only view
+(`PoolView`, pool/snapshot.py).
 
 Per-worker series cover the `[api] metrics_max_workers` most recently active workers (a pool
 with thousands of workers must not make each scrape megabytes); the pool's totals cover all of
@@ -10,7 +11,6 @@ process, as in the tests, each export only their own numbers.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -21,12 +21,11 @@ from prometheus_client.registry import Collector
 from .blocks import ACCEPTED, ORPHANED, PENDING, REJECTED
 
 if TYPE_CHECKING:
-    from .app import Pool
-    from .snapshot import Cached, Snapshot
+    from .snapshot import Cached, PoolView, Snapshot
 
 
 class PoolCollector(Collector):
-    def __init__(self, pool: Pool, snapshots: Cached[Snapshot]) -> None:
+    def __init__(self, pool: PoolView, snapshots: Cached[Snapshot]) -> None:
         self.pool = pool
         self.snapshots = snapshots
 
@@ -125,7 +124,7 @@ class PoolCollector(Collector):
         yield GaugeMetricFamily(
             "solopool_connections", "Open Stratum connections", value=snap.connections
         )
-        template = pool.jobs.template
+        template = pool.template
         if template is not None:
             yield GaugeMetricFamily(
                 "solopool_network_difficulty", "Network difficulty",
@@ -142,18 +141,18 @@ class PoolCollector(Collector):
             )
         yield GaugeMetricFamily(
             "solopool_rpc_latency_seconds", "Duration of the latest RPC call to the node",
-            value=pool.node.last_latency,
+            value=pool.rpc_latency,
         )
         yield GaugeMetricFamily(
-            "solopool_node_up", "1 while the node answers", value=1 if pool.source.node_ok else 0
+            "solopool_node_up", "1 while the node answers", value=1 if pool.node_ok else 0
         )
         yield GaugeMetricFamily(
             "solopool_uptime_seconds", "Seconds since the pool started",
-            value=time.time() - pool.started_at,
+            value=pool.uptime(),
         )
 
 
-def make_registry(pool: Pool, snapshots: Cached[Snapshot]) -> CollectorRegistry:
+def make_registry(pool: PoolView, snapshots: Cached[Snapshot]) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PoolCollector(pool, snapshots))
     return registry

@@ -14,15 +14,16 @@ import asyncio
 import heapq
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from .stats import HISTORY_BIN_SECONDS, WINDOWS, Estimate, WorkerStats, combine
+from .events import MinerView, PoolListener, ShareView
+from .stats import HISTORY_BIN_SECONDS, WINDOWS, Estimate, Stats, WorkerStats, combine
 
 if TYPE_CHECKING:
-    from .app import Pool
-    from .events import MinerView
+    from .jobs import Job, JobManager, Template
+    from .node import NodeSet, TemplateSource
 
 SNAPSHOT_SECONDS = 2.0  # API answers about all workers are at most this old
 HISTORY_SNAPSHOT_SECONDS = 60.0  # the 24 h chart changes per 10-minute bin
@@ -81,10 +82,84 @@ async def pause(i: int) -> None:
         await asyncio.sleep(0)
 
 
-def pool_version(pool: Pool) -> object:
-    """Changes whenever a share, a reject or a connection more or less changes what the API
-    shows of workers."""
-    return (pool.shares_accepted, pool.shares_rejected, len(pool.stratum.sessions))
+class Connections(Protocol):
+    """The Stratum side (in this process or in worker processes): its open connections."""
+
+    @property
+    def sessions(self) -> Collection[MinerView]: ...
+
+
+class PayoutResolver(Protocol):
+    async def resolve_payout(self, address: str) -> bytes: ...
+
+
+class PoolView(PoolListener):
+    """The running pool as the API, /metrics and the Umbrel widget read it: read-only answers
+    from the parts app.py wires together, so readers never reach into the pool itself. As a
+    listener it counts shares and rejects, which tell when a snapshot is out of date."""
+
+    def __init__(
+        self,
+        *,
+        stats: Stats,
+        jobs: JobManager,
+        source: TemplateSource,
+        nodes: NodeSet,
+        connections: Connections,
+        payouts: PayoutResolver,
+    ) -> None:
+        self.stats = stats  # the tracker's query methods; the view never records into it
+        self._jobs = jobs
+        self._source = source
+        self._nodes = nodes
+        self._connections = connections
+        self._payouts = payouts
+        self.started_at = time.time()
+        self._changes = 0
+
+    def on_share(self, session: MinerView, share: ShareView, difficulty: float) -> None:
+        self._changes += 1
+
+    def on_reject(self, session: MinerView, code: int, reason: str) -> None:
+        self._changes += 1
+
+    def version(self) -> object:
+        """Changes whenever a share, a reject or a connection more or less changes what the
+        API shows of workers."""
+        return (self._changes, len(self._connections.sessions))
+
+    @property
+    def chain(self) -> str:
+        return self._nodes.chain or ""
+
+    @property
+    def template(self) -> Template | None:
+        return self._jobs.template
+
+    def job_for(self, script: bytes) -> Job:
+        return self._jobs.job_for(script)
+
+    async def resolve_payout(self, address: str) -> bytes:
+        return await self._payouts.resolve_payout(address)
+
+    @property
+    def sessions(self) -> Collection[MinerView]:
+        return self._connections.sessions
+
+    @property
+    def node_ok(self) -> bool:
+        return self._source.node_ok
+
+    @property
+    def node_error(self) -> str | None:
+        return None if self._source.node_ok else self._source.last_error
+
+    @property
+    def rpc_latency(self) -> float:
+        return self._nodes.primary.last_latency
+
+    def uptime(self) -> float:
+        return time.time() - self.started_at
 
 
 def last_active(w: WorkerStats) -> float:
@@ -105,10 +180,10 @@ class Snapshot:
     top: list[WorkerStats] = field(default_factory=list)  # most recently active, for /metrics
 
 
-async def take_snapshot(pool: Pool, top_count: int) -> Snapshot:
+async def take_snapshot(pool: PoolView, top_count: int) -> Snapshot:
     stats = pool.stats
     now = stats.clock()
-    sessions: list[MinerView] = list(pool.stratum.sessions)
+    sessions: list[MinerView] = list(pool.sessions)
     groups: dict[str, list[MinerView]] = {}
     live: set[str] = set()
     mining = 0
@@ -155,7 +230,7 @@ class History:
     time: float
 
 
-async def take_history(pool: Pool, max_workers: int = HISTORY_MAX_WORKERS) -> History:
+async def take_history(pool: PoolView, max_workers: int = HISTORY_MAX_WORKERS) -> History:
     """Hashrate per bin over 24 h: the pool's sum over every worker, and the series of the
     `max_workers` most recently active."""
     stats = pool.stats

@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from .config import ConfigError, load_config
+from .config import EXIT_CONFIG, ConfigError, config_file, load_config, local_url
 from .units import (
     format_difficulty,
     format_duration,
@@ -20,7 +20,6 @@ from .units import (
 )
 
 TIMEOUT = 5.0
-EXIT_CONFIG = 2
 
 
 class ApiUnreachable(Exception):
@@ -32,15 +31,8 @@ def api_url(args: argparse.Namespace) -> str:
     url: str | None = getattr(args, "url", None)
     if url:
         return url.rstrip("/")
-    from .cli import config_path
-
-    config = load_config(config_path(args))
-    host = config.api.host
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{config.api.port}"
+    config = load_config(config_file(args.config))
+    return local_url(config.api.host, config.api.port)
 
 
 def fetch(base: str, path: str) -> Any:

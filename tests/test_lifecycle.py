@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from pool.blocks import ACCEPTED
+from pool.reload import reload_config
 from tests.conftest import PoolFactory
 from tests.regtest import RegtestNode, free_port
 from tests.shares_util import find_nonce
@@ -313,7 +314,7 @@ async def test_reload_applies_limits_and_allowed_addresses(
         max_invalid_shares_per_minute=7, share_interval_seconds=5, max_difficulty=1000,
     )
     pool.full_config = dataclasses.replace(pool.full_config, source=config)
-    applied = await pool.reload_config()
+    applied = await reload_config(pool)
     assert f"[stratum] allowed_addresses: () -> ('{keep}',)" in applied
     assert "[stratum] max_connections_per_ip: 2000 -> 3" in applied
     cfg = pool.config
@@ -329,7 +330,7 @@ async def test_reload_applies_limits_and_allowed_addresses(
     (session,) = pool.stratum.sessions
     assert session.vardiff.interval == 5 and session.vardiff.maximum == 1000
     # Reloading the same file again changes nothing.
-    assert await pool.reload_config() == []
+    assert await reload_config(pool) == []
     await kept.close()
 
 

@@ -185,7 +185,7 @@ def test_tls_config_errors(tmp_path: Path) -> None:
 async def test_unusable_certificate_is_one_clear_error(
     node: RegtestNode, start_pool: PoolFactory, tmp_path: Path
 ) -> None:
-    from pool.app import StartupError
+    from pool.preflight import StartupError
 
     bad = tmp_path / "bad.pem"
     bad.write_text("not a certificate\n")

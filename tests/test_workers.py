@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 
-from pool.app import Pool, StartupError
+from pool.app import Pool
 from pool.config import ConfigError, parse_config
+from pool.preflight import StartupError
+from pool.reload import reload_config
 from pool.workers import WorkerGroup, reserve_port
 from tests.conftest import PoolFactory
 from tests.regtest import RegtestNode, free_port
@@ -253,7 +255,7 @@ async def test_reload_reaches_every_worker(
     config = write_config(tmp_path / "solopool.toml", node, port, allowed_addresses=[keep])
     config.write_text(config.read_text().replace('[pool]\n', '[pool]\ncoinbase_tag = "/mp/"\n'))
     pool.full_config = dataclasses.replace(pool.full_config, source=config)
-    applied = await pool.reload_config()
+    applied = await reload_config(pool)
     assert f"[stratum] allowed_addresses: () -> ('{keep}',)" in applied
     assert "[pool] coinbase_tag: '/solopool/' -> '/mp/'" in applied
     for c in dropped:

@@ -241,3 +241,15 @@ def is_supported_payout(script: bytes) -> bool:
         or (n in (22, 34) and script[0] == 0 and script[1] == n - 2)
         or (n == 34 and script[:2] == b"\x51\x20")
     )
+
+
+def payout_script(address: str, chain: str) -> bytes:
+    """The output script paying `address` on `chain`, if it is a type a miner can spend
+    today; AddressError says why not."""
+    script = address_to_script(address, chain)
+    if not is_supported_payout(script):
+        raise AddressError(
+            "only P2PKH, P2SH, P2WPKH, P2WSH and P2TR payouts are supported (outputs to "
+            "future witness versions can be spent by anyone today)"
+        )
+    return script
