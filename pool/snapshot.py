@@ -84,7 +84,7 @@ async def pause(i: int) -> None:
 def pool_version(pool: Pool) -> object:
     """Changes whenever a share, a reject or a connection more or less changes what the API
     shows of workers."""
-    return (pool.shares_accepted, pool.shares_rejected, len(pool.stratum.sessions))
+    return (pool.shares.accepted, pool.shares.rejected, len(pool.stratum.sessions))
 
 
 def last_active(w: WorkerStats) -> float:

@@ -112,7 +112,7 @@ async def test_workers_mine_blocks_and_report_shares(
             await new_block_job(c, tip)
     assert found == 2
     # Shares reached the stats in the main process: the two blocks were accepted shares.
-    await eventually(lambda: pool.shares_accepted >= 2)
+    await eventually(lambda: pool.shares.accepted >= 2)
     await eventually(lambda: sum(b.status == "accepted" for b in pool.stats.blocks.values()) == 2)
     for c in clients:
         await c.close()
@@ -134,7 +134,7 @@ async def test_rejects_counted_in_main_process(node: RegtestNode, start_pool: Po
         low = find_nonce(notify, c.extranonce1, en2, meets=False)
         res = await c.request("mining.submit", submit_params(address + ".w", notify, en2, low))
         assert res["error"][0] == 23, res
-    await eventually(lambda: pool.shares_rejected == len(clients))
+    await eventually(lambda: pool.shares.rejected == len(clients))
     # A worker with no accepted share is not tracked: its rejects count for the pool.
     await eventually(lambda: pool.stats.unattributed.rejected == len(clients))
     assert address + ".w" not in pool.stats.workers
