@@ -8,17 +8,32 @@ all workers while it is connected.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
+from typing import Any
 
 from .blocks import FoundBlock
 from .config import StratumConfig
 from .jobs import Template
 
+
+class Message:
+    """Pickles as its class and its field values: half the time of a dataclass's default
+    pickling, on the share path of every worker."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        fields = self.__slots__
+        values = attrgetter(*fields)(self) if fields else ()
+        return type(self), values if len(fields) != 1 else (values,)
+
+
 # --- main process -> worker ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class Start:
+class Start(Message):
     """The worker's set-up, first thing after it is launched."""
 
     config: StratumConfig
@@ -30,7 +45,7 @@ class Start:
 
 
 @dataclass(frozen=True, slots=True)
-class NewTemplate:
+class NewTemplate(Message):
     """A new current template: build and send its jobs."""
 
     template: Template
@@ -38,14 +53,14 @@ class NewTemplate:
 
 
 @dataclass(frozen=True, slots=True)
-class NewConfig:
+class NewConfig(Message):
     """A reloaded `[stratum]` config to apply."""
 
     config: StratumConfig
 
 
 @dataclass(frozen=True, slots=True)
-class PayoutResolved:
+class PayoutResolved(Message):
     """The answer to `ResolvePayout`: a script, or why not (refusal: the address; error: the
     pool could not check it)."""
 
@@ -56,14 +71,14 @@ class PayoutResolved:
 
 
 @dataclass(frozen=True, slots=True)
-class RememberDifficulties:
+class RememberDifficulties(Message):
     """Miners that left another worker, so a reconnect here gets its difficulty back."""
 
     difficulties: tuple[tuple[str, float], ...]  # (username, difficulty)
 
 
 @dataclass(frozen=True, slots=True)
-class Stop:
+class Stop(Message):
     """Send every miner `client.reconnect`, spool found blocks, say `Stopped`, exit."""
 
 
@@ -71,14 +86,14 @@ class Stop:
 
 
 @dataclass(frozen=True, slots=True)
-class Ready:
+class Ready(Message):
     """It listens on the pool's port."""
 
     pid: int
 
 
 @dataclass(frozen=True, slots=True)
-class Failed:
+class Failed(Message):
     """It could not listen."""
 
     errno: int
@@ -86,12 +101,12 @@ class Failed:
 
 
 @dataclass(frozen=True, slots=True)
-class Stopped:
+class Stopped(Message):
     """A clean stop: nothing is left to hand over."""
 
 
 @dataclass(frozen=True, slots=True)
-class ResolvePayout:
+class ResolvePayout(Message):
     """Check a payout address (only the main process talks to the node)."""
 
     request: int
@@ -99,7 +114,7 @@ class ResolvePayout:
 
 
 @dataclass(frozen=True, slots=True)
-class BlockFound:
+class BlockFound(Message):
     """A found block, already spooled (fsynced) by the worker: to submit, not to spool again."""
 
     block: FoundBlock
@@ -109,7 +124,7 @@ class BlockFound:
 
 
 @dataclass(frozen=True, slots=True)
-class Connected:
+class Connected(Message):
     """A miner connected."""
 
     sid: bytes
@@ -117,7 +132,7 @@ class Connected:
 
 
 @dataclass(frozen=True, slots=True)
-class Disconnected:
+class Disconnected(Message):
     """A miner's connection ended."""
 
     sid: bytes
@@ -125,7 +140,7 @@ class Disconnected:
 
 
 @dataclass(frozen=True, slots=True)
-class MinerChanged:
+class MinerChanged(Message):
     """A connection's state as the API shows it, sent when it changed."""
 
     sid: bytes
@@ -137,7 +152,7 @@ class MinerChanged:
 
 
 @dataclass(frozen=True, slots=True)
-class ShareAccepted:
+class ShareAccepted(Message):
     """An accepted share; it is also the share as observers see it (a `ShareView`)."""
 
     sid: bytes
@@ -149,7 +164,7 @@ class ShareAccepted:
 
 
 @dataclass(frozen=True, slots=True)
-class ShareRejected:
+class ShareRejected(Message):
     """A rejected share (Stratum error `code`)."""
 
     sid: bytes
@@ -163,7 +178,7 @@ SessionEvent = Connected | Disconnected | MinerChanged | ShareAccepted | ShareRe
 
 
 @dataclass(frozen=True, slots=True)
-class Events:
+class Events(Message):
     """A batch of session facts, in the order they happened."""
 
     events: tuple[SessionEvent, ...]
