@@ -34,6 +34,7 @@ from .consensus.address import AddressError, address_to_script, script_to_addres
 from .events import MinerView
 from .metrics import make_registry, render
 from .odds import network_hashrate, odds
+from .services import AddressRefused
 from .snapshot import (
     HISTORY_SNAPSHOT_SECONDS,
     SNAPSHOT_SECONDS,
@@ -45,7 +46,7 @@ from .snapshot import (
     take_snapshot,
 )
 from .stats import Estimate, WorkerStats
-from .stratum.session import AddressRefused, split_username
+from .stratum.session import split_username
 from .units import format_hashrate_band
 
 log = logging.getLogger(__name__)

@@ -6,34 +6,27 @@ import asyncio
 import logging
 import os
 import signal
-import time
-from collections.abc import Awaitable
-from typing import Any
 
 from .api import ApiServer
-from .blocks import ACCEPTED, BlockSpool, BlockSubmitter, FoundBlock, found_block
+from .blocks import ACCEPTED, BlockIntake, BlockSpool, BlockSubmitter, FoundBlock
 from .config import Config, NodeConfig
-from .consensus.address import AddressError, payout_script
-from .events import Events, MinerView, ShareView
+from .events import Events
 from .jobs import JobManager, Template
-from .node import NodeClient, NodeError, NodeSet
+from .node import NodeClient, NodeSet
 from .node.discovery import with_discovered_zmq
 from .node.templates import TemplateSource
 from .notify import Notifier
+from .payouts import NodePayouts
 from .preflight import StartupError, identify_nodes
 from .reload import reload_config
-from .shares import Share
+from .services import ShareTally, install_template
 from .snapshot import PoolView
 from .stats import Stats, StatsError
 from .stratum.server import StratumServer
-from .stratum.session import AddressRefused, Session
-from .tasks import supervised
+from .tasks import Supervisor
 from .workers import WorkerGroup, WorkerStartError
 
 log = logging.getLogger(__name__)
-
-VALIDATE_TIMEOUT = 5.0  # seconds for the node's validateaddress cross-check of a payout
-PAYOUT_CACHE_ENTRIES = 4096  # payout addresses checked with the node and remembered
 
 
 def _client(n: NodeConfig, name: str) -> NodeClient:
@@ -55,7 +48,8 @@ def make_nodes(config: Config) -> NodeSet:
 
 
 class Pool:
-    """The running pool; also what each Stratum session calls back into (`PoolServices`)."""
+    """The running pool: builds and wires the parts, owns their background tasks, and is what
+    each Stratum session calls back into (`PoolServices`: its parts' methods, wired here)."""
 
     def __init__(self, config: Config) -> None:
         self.full_config = config
@@ -75,10 +69,22 @@ class Pool:
         self.notifier = Notifier(config.notify, self.stats)
         self.events.add(self.notifier)
         self.submitter = BlockSubmitter(self.nodes, self.spool, on_final=self._block_final)
+        self.tasks = Supervisor()  # the pool's own background tasks
+        # The services sessions use (`PoolServices`), the same for a worker process's sessions
+        # (the worker group hands their facts to these).
+        self.payouts = NodePayouts(self.nodes)
+        self.shares = ShareTally(self.events)
+        self.intake = BlockIntake(self.spool, self.take_block)
+        self.resolve_payout = self.payouts.resolve_payout
+        self.share_accepted = self.shares.share_accepted
+        self.share_rejected = self.shares.share_rejected
+        self.block_found = self.intake.block_found
         # Stratum in this process, or in `[stratum] workers` processes sharing the port.
         self.stratum: StratumServer | WorkerGroup
         if config.stratum.workers > 1:
-            self.stratum = WorkerGroup(self, config.stratum.workers)
+            self.stratum = WorkerGroup(
+                self, config.stratum.workers, config.pool.data_dir
+            )
         else:
             self.stratum = StratumServer(
                 self, on_connect=self.events.connect, on_disconnect=self.events.disconnect
@@ -86,7 +92,7 @@ class Pool:
             if (os.cpu_count() or 1) > 1:
                 self.stratum.enable_threaded_sends()
         self.source = TemplateSource(
-            self.nodes, config.node, self._new_template, start_task=supervised
+            self.nodes, config.node, self._new_template, start_task=self.tasks.start
         )
         # What the API, /metrics and the Umbrel widget read: never the pool itself.
         self.view = PoolView(
@@ -96,12 +102,8 @@ class Pool:
         self.events.add(self.view)
         self.api = ApiServer(self.view, config.api)
         self.chain = ""
-        self._payouts: dict[str, bytes] = {}
         self._stopping = asyncio.Event()
         self._stopped = False
-        self._reloads: set[asyncio.Task[list[str]]] = set()
-        self.shares_accepted = 0
-        self.shares_rejected = 0
 
     # --- start-up -------------------------------------------------------------------------------
 
@@ -161,7 +163,9 @@ class Pool:
         self._stopped = True
         await self.api.stop()
         await self.stratum.close()
+        await self.intake.drain()
         await self.source.stop()
+        await self.tasks.stop()
         await self.submitter.drain(timeout=30)
         if self.submitter.in_flight:
             log.error(
@@ -210,25 +214,13 @@ class Pool:
     def _on_reload_signal(self, sig: signal.Signals) -> None:
         if self._stopping.is_set():
             return
-        task = asyncio.get_running_loop().create_task(reload_config(self), name="reload")
-        self._reloads.add(task)
-        task.add_done_callback(self._reloads.discard)
-
-    def request_stop(self) -> None:
-        self._stopping.set()
+        self.tasks.once("reload", reload_config(self))
 
     # --- templates --------------------------------------------------------------------------------
 
     def _new_template(self, template: Template) -> None:
-        started = time.perf_counter()
-        clean = self.jobs.set_template(template)
-        sent = self.stratum.broadcast(clean)
+        clean = install_template(self.jobs, self.stratum, template)
         self.events.template(template, clean)
-        if clean:
-            log.info(
-                "sent height %d jobs to %d miner(s) in %.1f ms",
-                template.height, sent, 1000 * (time.perf_counter() - started),
-            )
 
     async def _block_final(self, block: FoundBlock) -> None:
         self.events.block_final(block)
@@ -236,61 +228,7 @@ class Pool:
             # Do not wait for longpoll/ZMQ: a stale template after our own block is wasted work.
             await self.source.update("our block")
 
-    # --- PoolServices ----------------------------------------------------------------------------
-
-    async def resolve_payout(self, address: str) -> bytes:
-        cached = self._payouts.get(address)
-        if cached is not None:
-            return cached
-        try:
-            script = payout_script(address, self.chain)
-        except AddressError as exc:
-            raise AddressRefused(
-                f"{address!r} is not a valid {self.chain} address: {exc}"
-            ) from None
-        node = self.nodes.active or self.nodes.primary
-        try:
-            # A cross-check only: a slow node must not hold a miner's authorize for long.
-            info: dict[str, Any] = await node.validate_address(
-                address, timeout=min(node.timeout, VALIDATE_TIMEOUT)
-            )
-        except NodeError as exc:
-            # Our decoding is exact; the node's is a cross-check we can do later.
-            log.warning("could not cross-check %s with the node (%s)", address, exc)
-            return script
-        if not info.get("isvalid"):
-            reason = info.get("error") or "invalid address"
-            raise AddressRefused(f"the node says {address} is not valid: {reason}")
-        if info.get("scriptPubKey") != script.hex():
-            log.error(
-                "payout script mismatch for %s: ours %s, node %s",
-                address, script.hex(), info.get("scriptPubKey"),
-            )
-            raise AddressRefused(f"cannot build a payout for {address}; please report this")
-        if len(self._payouts) >= PAYOUT_CACHE_ENTRIES:
-            # Checked addresses come from strangers too: forget the oldest, not grow forever.
-            del self._payouts[next(iter(self._payouts))]
-        self._payouts[address] = script
-        return script
-
-    def share_accepted(self, session: MinerView, share: ShareView, difficulty: float) -> None:
-        self.shares_accepted += 1
-        self.events.share(session, share, difficulty)
-
-    def share_rejected(self, session: MinerView, code: int, reason: str) -> None:
-        self.shares_rejected += 1
-        self.events.reject(session, code, reason)
-
-    def block_found(self, session: Session, share: Share) -> Awaitable[None]:
-        """Spool the block (fsynced), then submit it; the miner is answered when the returned
-        awaitable is done, i.e. once the block is on disk."""
-        block = found_block(session, share)
-        log.warning(
-            "BLOCK FOUND height=%d hash=%s worker=%s; submitting",
-            block.height, block.hash, block.worker,
-        )
-        return self.stratum.run_soon(self.spool_and_submit(block))
-
-    async def spool_and_submit(self, block: FoundBlock) -> None:
-        await self.submitter.found(block)
+    def take_block(self, block: FoundBlock) -> None:
+        """A found block, spooled (here or by a worker process): submit it."""
+        self.submitter.submit(block)
         self.events.block_found(block)

@@ -16,15 +16,15 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .consensus.block import block_problem
 from .node import NodeClient, NodeError, NodeRPCError, NodeSet
 from .tasks import supervised
 
 if TYPE_CHECKING:
+    from .services import Finder
     from .shares import Share
-    from .stratum.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +36,16 @@ ORPHANED = "orphaned"
 RPC_DESERIALIZATION_ERROR = -22
 RPC_VERIFY_ERROR = -25
 
-# submitblock answers that mean the node has the block (reference §8), best first.
+# submitblock answers that mean the node has the block, best first.
 ACCEPTING_ANSWERS = ("null", "duplicate", "inconclusive")
 
 # A spool write that fails (disk full, out of file descriptors) is tried again, this far apart.
 SPOOL_RETRY_FIRST_SECONDS = 0.05
 SPOOL_RETRY_MAX_SECONDS = 5.0
 DAMAGED_DIR = "damaged"
+
+# At shutdown, found blocks still being spooled are waited for this long at most.
+SPOOL_WAIT_SECONDS = 30.0
 
 # After a block's final answer, nodes that never answered are still offered it for this long.
 CATCH_UP_SECONDS = 600.0
@@ -71,7 +74,7 @@ class FoundBlock:
 _FIELDS = {f.name for f in dataclasses.fields(FoundBlock)}
 
 
-def found_block(session: Session, share: Share) -> FoundBlock:
+def found_block(session: Finder, share: Share) -> FoundBlock:
     """The block a share that meets the network target makes, ready to spool and submit."""
     job = share.job
     return FoundBlock(
@@ -97,7 +100,7 @@ class BlockSpool:
         """Write, fsync the file, rename it into place and fsync the directory: when this
         returns the block survives a crash or power cut."""
         path = self.directory / block.filename
-        # Per process: in worker mode a worker and the main process spool the same block.
+        # Per process: in worker mode a worker spools the block, the main process its verdict.
         tmp = self.directory / f"{block.filename}.{os.getpid()}.tmp"
         data = json.dumps(asdict(block), indent=1).encode()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -220,6 +223,40 @@ async def spool_until_written(spool: BlockSpool, block: FoundBlock) -> None:
         return
 
 
+class BlockIntake:
+    """The block sink of the process that holds a found block first: logs it, spools it
+    (fsynced, once), then hands it on (`hand_over`: to the submitter, or from a worker process
+    to the main process). The miner's `true` waits for the spool."""
+
+    def __init__(self, spool: BlockSpool, hand_over: Callable[[FoundBlock], None]) -> None:
+        self.spool = spool
+        self.hand_over = hand_over
+        self.spooling: set[asyncio.Future[Any]] = set()  # must finish even at shutdown
+
+    def block_found(self, session: Finder, share: Share) -> Awaitable[None]:
+        block = found_block(session, share)
+        log.warning(
+            "BLOCK FOUND height=%d hash=%s worker=%s; spooling and submitting",
+            block.height, block.hash, block.worker,
+        )
+        task = asyncio.ensure_future(self._spool_and_hand_over(block))
+        self.spooling.add(task)
+        task.add_done_callback(self.spooling.discard)
+        return task
+
+    async def _spool_and_hand_over(self, block: FoundBlock) -> None:
+        # On disk first: if any process dies now, the next start submits it from the spool.
+        await spool_until_written(self.spool, block)
+        self.hand_over(block)
+
+    async def drain(self, timeout: float = SPOOL_WAIT_SECONDS) -> None:
+        """At shutdown: let found blocks still being spooled finish (bounded)."""
+        if self.spooling:
+            _, pending = await asyncio.wait(set(self.spooling), timeout=timeout)
+            if pending:
+                log.error("%d found block(s) still not spooled at shutdown", len(pending))
+
+
 class BlockSubmitter:
     """Owns every found block from the moment it is found until the nodes' final answer."""
 
@@ -240,12 +277,8 @@ class BlockSubmitter:
         self._submits: set[asyncio.Task[None]] = set()  # every submitblock call under way
         self._busy: dict[str, set[str]] = {}  # block hash -> nodes with a submitblock under way
 
-    async def found(self, block: FoundBlock) -> None:
-        """Spool, then submit. Returns once the spool file is on disk."""
-        await spool_until_written(self.spool, block)
-        self._start(block)
-
-    def _start(self, block: FoundBlock) -> None:
+    def submit(self, block: FoundBlock) -> None:
+        """Submit a spooled block until the nodes' final answer."""
         self.history.append(block)
         task = supervised(f"submit-{block.hash}", lambda: self._submit_until_final(block))
         self.in_flight.add(task)
@@ -257,7 +290,7 @@ class BlockSubmitter:
         blocks = [b for b in recovered if b.status == PENDING]
         for block in blocks:
             log.warning("resubmitting spooled block %s at height %d", block.hash, block.height)
-            self._start(block)
+            self.submit(block)
         return len(blocks)
 
     async def drain(self, timeout: float | None = None) -> None:

@@ -24,6 +24,7 @@ from .stats import HISTORY_BIN_SECONDS, WINDOWS, Estimate, Stats, WorkerStats, c
 if TYPE_CHECKING:
     from .jobs import Job, JobManager, Template
     from .node import NodeSet, TemplateSource
+    from .services import PayoutResolver
 
 SNAPSHOT_SECONDS = 2.0  # API answers about all workers are at most this old
 HISTORY_SNAPSHOT_SECONDS = 60.0  # the 24 h chart changes per 10-minute bin
@@ -87,10 +88,6 @@ class Connections(Protocol):
 
     @property
     def sessions(self) -> Collection[MinerView]: ...
-
-
-class PayoutResolver(Protocol):
-    async def resolve_payout(self, address: str) -> bytes: ...
 
 
 class PoolView(PoolListener):

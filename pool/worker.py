@@ -3,23 +3,16 @@
 The main process (`pool.workers.WorkerGroup`) starts it as `python -m pool.worker FD` with one
 end of a socket pair. The worker listens on the pool's port with SO_REUSEPORT, so the kernel
 spreads miners over the workers, and does everything per connection and per share: sessions,
-jobs (built from the templates the main process sends), share checks, vardiff. What the main
-process needs it reports: share events in batches, session state once a second, and found
-blocks at once, after spooling them to disk itself (so a block survives either process dying).
-It asks the main process to check payout addresses (only the main process talks to the node).
-
-Messages in: ("start", stratum config, data_dir, index, template, coinbase tag, log level),
-("template", template, tag), ("config", stratum config), ("resolved", request id, script,
-refusal, error), ("remember", [(username, difficulty), ...]) (miners that left other workers,
-so a reconnect here gets its difficulty back), ("stop",). Out: ("ready", pid), ("failed",
-errno, message), ("events", [...]), ("block", FoundBlock fields), ("resolve", request id,
-address), ("stopped",).
+jobs (built from the templates the main process sends), share checks, vardiff. Its sessions use
+the same services as in one process (`pool.services`): jobs and config held here, a found block
+spooled here by the one `BlockIntake` before the miner's `true` and then handed to the main
+process to submit; payout checks and share facts go to the main process as typed messages
+(`pool.messages`): shares in batches, session state once a second.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import logging
 import os
@@ -28,16 +21,18 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable
-from pathlib import Path
 from typing import Any
 
-from .blocks import BlockSpool, FoundBlock, found_block, spool_until_written
+from . import messages
+from .blocks import BlockIntake, BlockSpool, FoundBlock
 from .config import StratumConfig
+from .events import ShareView
 from .ipc import Channel
-from .jobs import JobManager, Template
+from .jobs import JobManager
+from .services import AddressRefused, Finder, Miner, install_template
 from .shares import Share
 from .stratum.server import StratumServer
-from .stratum.session import AddressRefused, Session
+from .stratum.session import Session
 from .tasks import supervised
 
 log = logging.getLogger(__name__)
@@ -46,81 +41,59 @@ FLUSH_SECONDS = 0.05  # share events reach the main process within this
 MAX_BATCH = 4096  # events per message at most
 SNAPSHOT_SECONDS = 1.0  # how often changed session state (difficulty, agent...) is reported
 
-# Event tuples (the first item says which):
-#   ("c", sid, connected_at)                  a miner connected
-#   ("d", sid[, username, difficulty])        it disconnected (with what to remember)
-#   ("a", sid, address, worker, achieved, is_block, difficulty)   an accepted share
-#   ("r", sid, address, worker, code, reason)                      a rejected share
-#   ("u", sid, address, worker, difficulty, user_agent, mining)    its state changed
-# sid is the connection's extranonce1: unique across all workers while it is connected.
-
 
 class WorkerPool:
-    """What the sessions of a worker process call back into (`PoolServices`)."""
+    """The services of a worker process's sessions (`PoolServices`): local jobs and config, the
+    block intake, and proxies to the main process for payout checks and share facts."""
 
     def __init__(self, channel: Channel | None = None) -> None:
         self.channel = channel
         self.config = StratumConfig()
         self.jobs = JobManager(b"")
         self.stratum = StratumServer(self, on_connect=self._connected, on_disconnect=self._gone)
-        self.spool: BlockSpool | None = None
+        self.intake: BlockIntake | None = None
         self.started = asyncio.Event()
         self.stopping = asyncio.Event()
-        self._events: list[tuple[Any, ...]] = []
+        self._events: list[messages.SessionEvent] = []
         self._flush_handle: asyncio.TimerHandle | None = None
         self._reported: dict[bytes, int] = {}
-        self._payouts: dict[str, bytes] = {}
-        self._requests: dict[int, asyncio.Future[tuple[bytes | None, str | None, str | None]]] = {}
+        self._requests: dict[int, asyncio.Future[messages.PayoutResolved]] = {}
         self._request_ids = itertools.count(1)
         self._snapshots: asyncio.Task[None] | None = None
 
     # --- messages from the main process ---------------------------------------------------------
 
-    def on_message(self, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == "template":
-            self._install(message[1], message[2])
-        elif kind == "start":
-            self._start(*message[1:])
-        elif kind == "resolved":
-            future = self._requests.pop(message[1], None)
-            if future is not None and not future.done():
-                future.set_result((message[2], message[3], message[4]))
-        elif kind == "config":
-            self._apply_config(message[1])
-        elif kind == "remember":
-            now = time.monotonic()
-            for username, difficulty in message[1]:
-                self.stratum.memory.remember(username, difficulty, now)
-        elif kind == "stop":
-            self.stopping.set()
-        else:
-            log.error("unknown message %r from the main process", kind)
+    def on_message(self, message: Any) -> None:
+        match message:
+            case messages.NewTemplate(template, tag):
+                install_template(self.jobs, self.stratum, template, tag)
+            case messages.Start():
+                self._start(message)
+            case messages.PayoutResolved(request):
+                future = self._requests.pop(request, None)
+                if future is not None and not future.done():
+                    future.set_result(message)
+            case messages.NewConfig(config):
+                self._apply_config(config)
+            case messages.RememberDifficulties(difficulties):
+                now = time.monotonic()
+                for username, difficulty in difficulties:
+                    self.stratum.memory.remember(username, difficulty, now)
+            case messages.Stop():
+                self.stopping.set()
+            case _:
+                log.error("unknown message %r from the main process", type(message).__name__)
 
-    def _start(
-        self, config: StratumConfig, data_dir: Path, index: int,
-        template: Template | None, tag: bytes, level: int,
-    ) -> None:
-        logging.getLogger().setLevel(level)
-        self.config = config
-        self.spool = BlockSpool(data_dir / "blocks")
-        self.stratum.extranonce_prefix = index << 24
+    def _start(self, start: messages.Start) -> None:
+        logging.getLogger().setLevel(start.log_level)
+        self.config = start.config
+        self.intake = BlockIntake(BlockSpool(start.data_dir / "blocks"), self._hand_over)
+        self.stratum.extranonce_prefix = start.index << 24
         self.stratum.extranonce_mask = 0x00FFFFFF
         self.stratum.reuse_port = True
-        if template is not None:
-            self._install(template, tag)
+        if start.template is not None:
+            install_template(self.jobs, self.stratum, start.template, start.coinbase_tag)
         self.started.set()
-
-    def _install(self, template: Template, tag: bytes) -> None:
-        started = time.perf_counter()
-        self.jobs.coinbase_tag = tag
-        clean = self.jobs.set_template(template)
-        sent = self.stratum.broadcast(clean)
-        if clean and sent:
-            log.info(
-                "sent height %d jobs to %d miner(s) in %.1f ms",
-                template.height, sent, 1000 * (time.perf_counter() - started),
-            )
 
     def _apply_config(self, config: StratumConfig) -> None:
         self.config = config
@@ -131,69 +104,60 @@ class WorkerPool:
     # --- PoolServices ---------------------------------------------------------------------------
 
     async def resolve_payout(self, address: str) -> bytes:
-        cached = self._payouts.get(address)
-        if cached is not None:
-            return cached
+        """Asks the main process, which checks with the node and remembers the answer."""
         request = next(self._request_ids)
         future = asyncio.get_running_loop().create_future()
         self._requests[request] = future
-        if not self._send(("resolve", request, address)):
+        if not self._send(messages.ResolvePayout(request, address)):
             self._requests.pop(request, None)
             raise ConnectionError("the pool's main process is gone")
-        answer: tuple[bytes | None, str | None, str | None] = await future
-        script, refusal, error = answer
-        if refusal is not None:
-            raise AddressRefused(refusal)
-        if script is None:
-            raise ConnectionError(error or "the main process could not check the address")
-        self._payouts[address] = script
-        return script
+        answer: messages.PayoutResolved = await future
+        if answer.refusal is not None:
+            raise AddressRefused(answer.refusal)
+        if answer.script is None:
+            raise ConnectionError(answer.error or "the main process could not check the address")
+        return answer.script
 
-    def share_accepted(self, session: Session, share: Share, difficulty: float) -> None:
-        self._queue((
-            "a", session.extranonce1, session.address, session.worker,
+    def share_accepted(self, session: Miner, share: ShareView, difficulty: float) -> None:
+        self._queue(messages.ShareAccepted(
+            session.extranonce1, session.address, session.worker,
             share.difficulty, share.is_block, difficulty,
         ))
 
-    def share_rejected(self, session: Session, code: int, reason: str) -> None:
-        self._queue(("r", session.extranonce1, session.address, session.worker, code, reason))
+    def share_rejected(self, session: Miner, code: int, reason: str) -> None:
+        self._queue(messages.ShareRejected(
+            session.extranonce1, session.address, session.worker, code, reason
+        ))
 
-    def block_found(self, session: Session, share: Share) -> Awaitable[None]:
-        """Spool the block, then hand it to the main process; the miner is answered when the
-        returned awaitable is done, i.e. once the block is on disk."""
-        block = found_block(session, share)
-        log.warning(
-            "BLOCK FOUND height=%d hash=%s worker=%s; spooling and handing to the main process",
-            block.height, block.hash, block.worker,
-        )
-        return self.stratum.run_soon(self._spool_and_send(block))
+    def block_found(self, session: Finder, share: Share) -> Awaitable[None] | None:
+        if self.intake is None:  # pragma: no cover - sessions exist only after Start
+            return None
+        return self.intake.block_found(session, share)
 
-    async def _spool_and_send(self, block: FoundBlock) -> None:
-        # On disk first: if either process dies now, the next start submits it from the spool.
-        if self.spool is not None:
-            await spool_until_written(self.spool, block)
+    def _hand_over(self, block: FoundBlock) -> None:
+        # Spooled: the main process submits it (and if it is gone, the next start does).
         self.flush()
-        if not self._send(("block", dataclasses.asdict(block))):
+        if not self._send(messages.BlockFound(block)):
             log.error("block %s is spooled but the main process is gone; it is submitted at the "
                       "next start", block.hash)
 
     # --- events -----------------------------------------------------------------------------------
 
     def _connected(self, session: Session) -> None:
-        self._queue(("c", session.extranonce1, session.connected_at))
+        self._queue(messages.Connected(session.extranonce1, session.connected_at))
 
     def _gone(self, session: Session) -> None:
         self._reported.pop(session.extranonce1, None)
+        remember: tuple[str, float] | None = None
         if session.mining and session.username and (
             session.accepted or session.suggested_difficulty is not None
         ):
             # Its difficulty, for the other workers' memory: it may reconnect to any of them
             # (only a miner that did work or chose its difficulty: not strangers' churn).
-            self._queue(("d", session.extranonce1, session.username, session.difficulty))
-        else:
-            self._queue(("d", session.extranonce1))
+            remember = (session.username, session.difficulty)
+        self._queue(messages.Disconnected(session.extranonce1, remember))
 
-    def _queue(self, event: tuple[Any, ...]) -> None:
+    def _queue(self, event: messages.SessionEvent) -> None:
         events = self._events
         events.append(event)
         if len(events) >= MAX_BATCH:
@@ -207,7 +171,7 @@ class WorkerPool:
             self._flush_handle = None
         if self._events:
             events, self._events = self._events, []
-            self._send(("events", events))
+            self._send(messages.Events(tuple(events)))
 
     def snapshot(self) -> None:
         """Queue the state of every session that changed since it was last reported."""
@@ -225,7 +189,7 @@ class WorkerPool:
             sid = session.extranonce1
             if reported.get(sid) != digest:
                 reported[sid] = digest
-                self._queue(("u", sid, *state))
+                self._queue(messages.MinerChanged(sid, *state))
 
     async def _snapshot_loop(self) -> None:
         while True:
@@ -235,7 +199,7 @@ class WorkerPool:
             except Exception:  # pragma: no cover - never stop reporting
                 log.exception("session snapshot failed")
 
-    def _send(self, message: tuple[Any, ...]) -> bool:
+    def _send(self, message: messages.FromWorker) -> bool:
         return self.channel is not None and self.channel.send(message)
 
     # --- life -------------------------------------------------------------------------------------
@@ -246,18 +210,20 @@ class WorkerPool:
         try:
             await self.stratum.start()
         except OSError as exc:
-            self._send(("failed", exc.errno or 0, exc.strerror or str(exc)))
+            self._send(messages.Failed(exc.errno or 0, exc.strerror or str(exc)))
             return 1
-        self._send(("ready", os.getpid()))
+        self._send(messages.Ready(os.getpid()))
         self._snapshots = supervised("snapshots", self._snapshot_loop)
         await self.stopping.wait()
         self._snapshots.cancel()
-        await self.stratum.close()  # client.reconnect to every miner; found blocks spooled
+        await self.stratum.close()  # client.reconnect to every miner
+        if self.intake is not None:
+            await self.intake.drain()  # found blocks spooled and handed over
         self.snapshot()
         self.flush()
         for future in self._requests.values():
             future.cancel()
-        self._send(("stopped",))
+        self._send(messages.Stopped())
         return 0
 
 

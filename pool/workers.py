@@ -1,10 +1,12 @@
 """The main process's side of `[stratum] workers` > 1: Stratum served by worker processes.
 
 `WorkerGroup` stands where the single-process pool has its `StratumServer`: it reserves the
-port(s), starts the workers (`pool.worker`), sends them every new template, replays their share
-events into the pool's observers (stats, alerts), keeps a copy of each of their sessions for the
-API and metrics, takes their found blocks to the block submitter, answers their payout-address
-checks, and restarts a worker that dies. Miners on the other workers never notice.
+port(s), starts the workers (`pool.worker`), sends them every new template, and hands what
+their sessions report (`pool.messages`) to the same services a session of the main process
+would use: share facts to the share sink, found blocks (already spooled by the worker) to the
+submitter, payout checks to the payout resolver. It keeps a record of each of their connections
+for the API and metrics, and restarts a worker that dies. Miners on the other workers never
+notice.
 """
 
 from __future__ import annotations
@@ -16,20 +18,39 @@ import logging
 import socket
 import sys
 import time
-from collections.abc import Awaitable
+from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from sys import intern
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .blocks import FoundBlock
 from .config import StratumConfig
+from .events import Events as Observers
 from .ipc import Channel, encode
-from .stratum.server import tls_context, wait_for_blocks
-from .stratum.session import AddressRefused
+from .messages import (
+    BlockFound,
+    Connected,
+    Disconnected,
+    Events,
+    Failed,
+    MinerChanged,
+    NewConfig,
+    NewTemplate,
+    PayoutResolved,
+    Ready,
+    RememberDifficulties,
+    ResolvePayout,
+    SessionEvent,
+    ShareAccepted,
+    ShareRejected,
+    Start,
+    Stop,
+    Stopped,
+)
+from .services import AddressRefused, JobSource, PayoutResolver, ShareSink
+from .stratum.server import tls_context
 from .tasks import supervised
-
-if TYPE_CHECKING:
-    from .app import Pool
 
 log = logging.getLogger(__name__)
 
@@ -44,33 +65,28 @@ class WorkerStartError(OSError):
     """A worker process did not come up (it exited, or never said it listens)."""
 
 
-class RemoteSession:
-    """The main process's copy of one worker's miner connection (a `MinerView`)."""
+class MainServices(JobSource, PayoutResolver, ShareSink, Protocol):
+    """What the workers' sessions reach in the main process: the local services."""
 
-    __slots__ = (
-        "sid", "connected_at", "address", "worker", "difficulty", "user_agent", "mining",
-        "closed",
-    )
+    events: Observers  # connects and disconnects, for the observers
 
-    def __init__(self, sid: bytes, connected_at: float) -> None:
-        self.sid = sid
-        self.connected_at = connected_at
-        self.address: str | None = None
-        self.worker = ""
-        self.difficulty = 0.0
-        self.user_agent = ""
-        self.mining = False
-        self.closed = False
+    def take_block(self, block: FoundBlock) -> None:
+        """A found block already spooled: submit it."""
 
 
-class ShareFacts:
-    """An accepted share as observers see it (a `ShareView`)."""
+@dataclass(slots=True, eq=False)
+class MinerRecord:
+    """What the main process knows of one connection a worker serves (a `Miner`), kept up to
+    date from that worker's messages."""
 
-    __slots__ = ("difficulty", "is_block")
-
-    def __init__(self, difficulty: float, is_block: bool) -> None:
-        self.difficulty = difficulty
-        self.is_block = is_block
+    extranonce1: bytes
+    connected_at: float
+    address: str | None = None
+    worker: str = ""
+    difficulty: float = 0.0
+    user_agent: str = ""
+    mining: bool = False
+    closed: bool = False
 
 
 class WorkerProcess:
@@ -80,7 +96,7 @@ class WorkerProcess:
         self.index = index
         self.process: asyncio.subprocess.Process | None = None
         self.channel: Channel | None = None
-        self.sessions: dict[bytes, RemoteSession] = {}
+        self.sessions: dict[bytes, MinerRecord] = {}
         self.ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.stopped = False  # it said goodbye (a clean stop)
         self.restarts = 0
@@ -133,11 +149,11 @@ def reserve_port(host: str, port: int) -> socket.socket:
 class WorkerGroup:
     """`[stratum] workers` Stratum processes on one port; the pool's `stratum` in that mode."""
 
-    def __init__(self, pool: Pool, count: int) -> None:
+    def __init__(self, pool: MainServices, count: int, data_dir: Path) -> None:
         self.pool = pool
         self.count = count
+        self.data_dir = data_dir
         self.workers: list[WorkerProcess] = []
-        self.background: set[asyncio.Future[Any]] = set()
         self._holders: list[socket.socket] = []
         self._port = 0
         self._tls_port: int | None = None
@@ -148,7 +164,7 @@ class WorkerGroup:
     # --- what the pool and the API read -------------------------------------------------------
 
     @property
-    def sessions(self) -> list[RemoteSession]:
+    def sessions(self) -> list[MinerRecord]:
         return [s for w in self.workers for s in w.sessions.values()]
 
     @property
@@ -220,9 +236,9 @@ class WorkerGroup:
             parent, lambda message: self._on_message(w, message), lambda: self._on_closed(w)
         )
         pool = self.pool
-        w.channel.send((
-            "start", self._worker_config(), pool.full_config.pool.data_dir, w.index,
-            pool.jobs.template, pool.jobs.coinbase_tag, logging.getLogger().getEffectiveLevel(),
+        w.channel.send(Start(
+            self._worker_config(), self.data_dir, w.index, pool.jobs.template,
+            pool.jobs.coinbase_tag, logging.getLogger().getEffectiveLevel(),
         ))
         supervisor = supervised(f"worker-{w.index}", partial(self._supervise, w))
         self._supervisors.add(supervisor)
@@ -266,17 +282,16 @@ class WorkerGroup:
 
     async def close(self) -> None:
         """Have every worker send its miners `client.reconnect`, spool its found blocks and
-        exit; wait for the blocks they handed over to be spooled here. Safe to call twice."""
+        exit (the blocks they handed over are with the submitter). Safe to call twice."""
         self._closing = True
         for w in self.workers:
             if w.channel is not None:
-                w.channel.send(("stop",))
+                w.channel.send(Stop())
         await self._wait_exit(STOP_TIMEOUT)
         await self._terminate_all()
         self._release_ports()
         for task in list(self._answers):
             task.cancel()
-        await wait_for_blocks(self.background)
 
     async def _wait_exit(self, timeout: float) -> None:
         waits = [w.process.wait() for w in self.workers if w.process is not None]
@@ -303,53 +318,49 @@ class WorkerGroup:
     # --- work -----------------------------------------------------------------------------------
 
     def broadcast(self, clean: bool) -> int:
-        """Send the current template to every worker (they build and send the jobs); returns
-        how many miners they have."""
+        """Send the current template to every worker: they build and send the jobs (and log
+        them), so this sends no miner a job itself and returns 0."""
         template = self.pool.jobs.template
         if template is None:
             return 0
-        data = encode(("template", template, self.pool.jobs.coinbase_tag))
+        data = encode(NewTemplate(template, self.pool.jobs.coinbase_tag))
         for w in self.workers:
             if w.channel is not None:
                 w.channel.send_encoded(data)
-        return sum(1 for w in self.workers for s in w.sessions.values() if s.mining)
+        return 0
 
     def apply_config(self, cfg: StratumConfig) -> int:
         """A reloaded config: each worker applies it (and logs what it closed)."""
         for w in self.workers:
             if w.channel is not None:
-                w.channel.send(("config", self._worker_config()))
+                w.channel.send(NewConfig(self._worker_config()))
         return 0
-
-    def run_soon(self, awaitable: Awaitable[Any]) -> asyncio.Future[Any]:
-        task = asyncio.ensure_future(awaitable)
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
-        return task
 
     # --- from the workers -------------------------------------------------------------------------
 
-    def _on_message(self, w: WorkerProcess, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == "events":
-            self._replay(w, message[1])
-        elif kind == "block":
-            self._block(message[1])
-        elif kind == "resolve":
-            task = asyncio.ensure_future(self._resolve(w, message[1], message[2]))
-            self._answers.add(task)
-            task.add_done_callback(self._answers.discard)
-        elif kind == "ready":
-            if not w.ready.done():
-                w.ready.set_result(message[1])
-            w.served = True
-        elif kind == "failed":
-            if not w.ready.done():
-                w.ready.set_exception(OSError(message[1], message[2]))
-        elif kind == "stopped":
-            w.stopped = True
-        else:
-            log.error("unknown message %r from Stratum worker %d", kind, w.index)
+    def _on_message(self, w: WorkerProcess, message: Any) -> None:
+        match message:
+            case Events(events):
+                self._apply(w, events)
+            case BlockFound(block):
+                self.pool.take_block(block)
+            case ResolvePayout(request, address):
+                task = asyncio.ensure_future(self._resolve(w, request, address))
+                self._answers.add(task)
+                task.add_done_callback(self._answers.discard)
+            case Ready(pid):
+                if not w.ready.done():
+                    w.ready.set_result(pid)
+                w.served = True
+            case Failed(code, text):
+                if not w.ready.done():
+                    w.ready.set_exception(OSError(code, text))
+            case Stopped():
+                w.stopped = True
+            case _:
+                log.error(
+                    "unknown message %r from Stratum worker %d", type(message).__name__, w.index
+                )
 
     def _on_closed(self, w: WorkerProcess) -> None:
         # Normally its exit follows at once and says more (the supervisor reports the code).
@@ -361,52 +372,60 @@ class WorkerGroup:
 
         asyncio.get_running_loop().call_later(CHANNEL_GRACE_SECONDS, gone)
 
-    def _replay(self, w: WorkerProcess, events: list[tuple[Any, ...]]) -> None:
-        pool = self.pool
-        sessions = w.sessions
+    def _apply(self, w: WorkerProcess, events: tuple[SessionEvent, ...]) -> None:
         remember: list[tuple[str, float]] = []
         for event in events:
-            kind = event[0]
-            if kind == "r":
-                s = sessions.get(event[1]) or self._detached(w, event[1])
-                if s.worker != event[3]:
-                    s.address, s.worker = event[2], event[3]
-                pool.share_rejected(s, event[4], event[5])
-            elif kind == "a":
-                s = sessions.get(event[1]) or self._detached(w, event[1])
-                if s.worker != event[3]:
-                    s.address, s.worker = event[2], event[3]
-                pool.share_accepted(s, ShareFacts(event[4], event[5]), event[6])
-            elif kind == "u":
-                s = sessions.get(event[1]) or self._detached(w, event[1])
-                address, s.worker, s.difficulty, agent, s.mining = event[2:7]
-                # Shared strings: thousands of miners often have one address and one agent.
-                s.address = None if address is None else intern(address)
-                s.user_agent = intern(agent)
-            elif kind == "c":
-                s = RemoteSession(event[1], event[2])
-                sessions[s.sid] = s
-                pool.events.connect(s)
-            elif kind == "d":
-                gone = sessions.pop(event[1], None)
-                if gone is not None:
-                    gone.closed = True
-                    pool.events.disconnect(gone)
-                if len(event) == 4:
-                    remember.append((event[2], event[3]))
+            # The most frequent first.
+            if type(event) is ShareAccepted:
+                self.pool.share_accepted(self._record(w, event), event, event.judged_at)
+            elif type(event) is ShareRejected:
+                self.pool.share_rejected(self._record(w, event), event.code, event.reason)
+            elif type(event) is MinerChanged:
+                self._changed(w, event)
+            elif type(event) is Connected:
+                record = MinerRecord(event.sid, event.connected_at)
+                w.sessions[event.sid] = record
+                self.pool.events.connect(record)
+            elif type(event) is Disconnected:
+                self._disconnected(w, event, remember)
         if remember:
             # A miner that reconnects lands on any worker: all of them remember its difficulty.
-            message = encode(("remember", remember))
+            message = encode(RememberDifficulties(tuple(remember)))
             for other in self.workers:
                 if other is not w and other.channel is not None:
                     other.channel.send_encoded(message)
 
     @staticmethod
-    def _detached(w: WorkerProcess, sid: bytes) -> RemoteSession:
-        """A session whose connect event was lost (cannot happen in order; kept for safety)."""
-        s = RemoteSession(sid, time.monotonic())
-        w.sessions[sid] = s
-        return s
+    def _record(w: WorkerProcess, share: ShareAccepted | ShareRejected) -> MinerRecord:
+        """The connection a share came from, with the worker name it was submitted under."""
+        record = w.sessions.get(share.sid)
+        if record is None:  # its connect event was lost (cannot happen in order; for safety)
+            record = w.sessions[share.sid] = MinerRecord(share.sid, time.monotonic())
+        if record.worker != share.worker:
+            record.address, record.worker = share.address, share.worker
+        return record
+
+    @staticmethod
+    def _changed(w: WorkerProcess, event: MinerChanged) -> None:
+        record = w.sessions.get(event.sid)
+        if record is None:
+            record = w.sessions[event.sid] = MinerRecord(event.sid, time.monotonic())
+        # Shared strings: thousands of miners often have one address and one agent.
+        record.address = None if event.address is None else intern(event.address)
+        record.user_agent = intern(event.user_agent)
+        record.worker, record.difficulty, record.mining = (
+            event.worker, event.difficulty, event.mining
+        )
+
+    def _disconnected(
+        self, w: WorkerProcess, event: Disconnected, remember: list[tuple[str, float]]
+    ) -> None:
+        gone = w.sessions.pop(event.sid, None)
+        if gone is not None:
+            gone.closed = True
+            self.pool.events.disconnect(gone)
+        if event.remember is not None:
+            remember.append(event.remember)
 
     def _drop_sessions(self, w: WorkerProcess) -> None:
         sessions, w.sessions = w.sessions, {}
@@ -414,24 +433,13 @@ class WorkerGroup:
             s.closed = True
             self.pool.events.disconnect(s)
 
-    def _block(self, fields: dict[str, Any]) -> None:
-        block = FoundBlock(**fields)
-        log.warning(
-            "BLOCK FOUND height=%d hash=%s worker=%s; submitting",
-            block.height, block.hash, block.worker,
-        )
-        self.run_soon(self.pool.spool_and_submit(block))
-
     async def _resolve(self, w: WorkerProcess, request: int, address: str) -> None:
-        script: bytes | None = None
-        refusal: str | None = None
-        error: str | None = None
         try:
-            script = await self.pool.resolve_payout(address)
+            answer = PayoutResolved(request, script=await self.pool.resolve_payout(address))
         except AddressRefused as exc:
-            refusal = str(exc)
+            answer = PayoutResolved(request, refusal=str(exc))
         except Exception as exc:
             log.error("checking payout address %s failed: %r", address[:100], exc)
-            error = "the pool could not check the address"
+            answer = PayoutResolved(request, error="the pool could not check the address")
         if w.channel is not None:
-            w.channel.send(("resolved", request, script, refusal, error))
+            w.channel.send(answer)

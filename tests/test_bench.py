@@ -180,7 +180,7 @@ async def test_submit_counts_what_the_pool_answered(
     pool = await start_pool(
         FakeEndpoint(fake_node.url), start_difficulty=1024, max_invalid_shares_per_minute=10**7
     )
-    accepted_before, rejected_before = pool.shares_accepted, pool.shares_rejected
+    accepted_before, rejected_before = pool.shares.accepted, pool.shares.rejected
     result = await run_submit(
         SubmitSettings(
             url=pool_url(pool), miners=4, seconds=1.5, window=4, chain="main",
@@ -192,8 +192,8 @@ async def test_submit_counts_what_the_pool_answered(
     assert result["unanswered"] == 0 and result["closed_by_pool"] == 0
     assert result["responses"] == result["sent"]
     assert result["accepted"] + result["rejected"] == result["responses"]
-    assert result["accepted"] == pool.shares_accepted - accepted_before
-    assert result["rejected"] == pool.shares_rejected - rejected_before
+    assert result["accepted"] == pool.shares.accepted - accepted_before
+    assert result["rejected"] == pool.shares.rejected - rejected_before
     # Random nonces at difficulty 1024 on a mainnet template: all low difficulty.
     assert result["reject_codes"] == {"23": result["rejected"]}
     assert result["window_responses"] <= result["responses"]
@@ -212,7 +212,7 @@ async def test_submit_valid_shares_are_accepted(
         FakeEndpoint(fake_node.url),
         start_difficulty=1e-8, min_difficulty=1e-8, max_difficulty=1e-8,
     )
-    accepted_before, rejected_before = pool.shares_accepted, pool.shares_rejected
+    accepted_before, rejected_before = pool.shares.accepted, pool.shares.rejected
     result = await run_submit(
         SubmitSettings(
             url=pool_url(pool), miners=3, seconds=1.0, window=2, chain="main",
@@ -224,8 +224,8 @@ async def test_submit_valid_shares_are_accepted(
     assert result["valid"]["failed"] == result["valid"]["infeasible"] == 0
     assert result["rejected"] == 0, result["reject_codes"]
     assert result["accepted"] == result["responses"]
-    assert pool.shares_accepted - accepted_before == result["accepted"]
-    assert pool.shares_rejected == rejected_before
+    assert pool.shares.accepted - accepted_before == result["accepted"]
+    assert pool.shares.rejected == rejected_before
 
 
 async def test_submit_command_with_client_processes(
@@ -234,7 +234,7 @@ async def test_submit_command_with_client_processes(
     pool = await start_pool(
         FakeEndpoint(fake_node.url), start_difficulty=1024, max_invalid_shares_per_minute=10**7
     )
-    accepted_before, rejected_before = pool.shares_accepted, pool.shares_rejected
+    accepted_before, rejected_before = pool.shares.accepted, pool.shares.rejected
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "solopool_tools.bench", "submit", "--url", pool_url(pool),
         "--miners", "4", "--seconds", "1", "--window", "2", "--client-procs", "2",
@@ -249,8 +249,8 @@ async def test_submit_command_with_client_processes(
     assert result["connected"] == 4
     assert result["responses"] == result["sent"] > 0
     assert result["accepted"] + result["rejected"] == result["responses"]
-    assert result["accepted"] == pool.shares_accepted - accepted_before
-    assert result["rejected"] == pool.shares_rejected - rejected_before
+    assert result["accepted"] == pool.shares.accepted - accepted_before
+    assert result["rejected"] == pool.shares.rejected - rejected_before
 
 
 async def test_submit_refuses_a_regtest_easy_target(zmq_node: RegtestNode, start_pool: Any) -> None:
@@ -261,7 +261,7 @@ async def test_submit_refuses_a_regtest_easy_target(zmq_node: RegtestNode, start
         await run_submit(
             SubmitSettings(url=pool_url(pool), miners=2, seconds=1, chain="regtest")
         )
-    assert pool.shares_accepted == pool.shares_rejected == 0
+    assert pool.shares.accepted == pool.shares.rejected == 0
 
 
 # --- connections and fan-out ---------------------------------------------------------------------

@@ -29,8 +29,9 @@ from pool.consensus.merkle import merkle_root, merkle_root_from_branch
 from pool.consensus.serialize import sha256d
 from pool.consensus.target import difficulty_to_target, nbits_to_target
 from pool.jobs import JobManager, Template
+from pool.services import AddressRefused
 from pool.shares import Share
-from pool.stratum.session import MAX_JOBS_PER_SESSION, AddressRefused, Session
+from pool.stratum.session import MAX_JOBS_PER_SESSION, Session
 from pool.vardiff import RETARGET_SHARES
 
 DATA = Path(__file__).parent / "data" / "gbt_mainnet.json"

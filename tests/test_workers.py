@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from pool.app import Pool
+from pool.blocks import BlockSpool, FoundBlock
 from pool.config import ConfigError, parse_config
 from pool.preflight import StartupError
 from pool.reload import reload_config
@@ -114,10 +115,43 @@ async def test_workers_mine_blocks_and_report_shares(
             await new_block_job(c, tip)
     assert found == 2
     # Shares reached the stats in the main process: the two blocks were accepted shares.
-    await eventually(lambda: pool.shares_accepted >= 2)
+    await eventually(lambda: pool.shares.accepted >= 2)
     await eventually(lambda: sum(b.status == "accepted" for b in pool.stats.blocks.values()) == 2)
     for c in clients:
         await c.close()
+
+
+async def test_block_from_a_worker_is_spooled_once_by_that_worker(
+    node: RegtestNode, start_pool: PoolFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every spool write of this (the main) process: it may record the verdict, never spool the
+    # found block again (the worker spooled it, fsynced, before the miner's `true`).
+    written: list[str] = []
+    write = BlockSpool.write
+
+    def recording_write(self: BlockSpool, block: FoundBlock) -> Path:
+        written.append(block.status)
+        return write(self, block)
+
+    monkeypatch.setattr(BlockSpool, "write", recording_write)
+    pool = await start_pool(node, workers=2)
+    address = node.new_address("bech32")
+    client = await mining_client(pool.stratum.port, address + ".rig")
+    height = node.rpc("getblockcount")
+    notify = last_notify(client)
+    nonce = find_nonce(notify, client.extranonce1, bytes(8), meets=True)
+    res = await client.request(
+        "mining.submit", submit_params(address + ".rig", notify, bytes(8), nonce)
+    )
+    assert res["result"] is True, res
+    await wait_height(node, height + 1)
+    spooled = pool.spool.directory / f"{height + 1:08d}-{node.rpc('getbestblockhash')}.json"
+    assert spooled.exists()  # by the worker: this process has not written a pending one
+    await eventually(lambda: pool.submitter.history and pool.submitter.history[0].final_at)
+    await eventually(lambda: written)
+    assert written == ["accepted"]
+    assert [b.status for b in pool.spool.load_all()] == ["accepted"]
+    await client.close()
 
 
 def _stratum_prev(display_hash: str) -> bytes:
@@ -136,7 +170,7 @@ async def test_rejects_counted_in_main_process(node: RegtestNode, start_pool: Po
         low = find_nonce(notify, c.extranonce1, en2, meets=False)
         res = await c.request("mining.submit", submit_params(address + ".w", notify, en2, low))
         assert res["error"][0] == 23, res
-    await eventually(lambda: pool.shares_rejected == len(clients))
+    await eventually(lambda: pool.shares.rejected == len(clients))
     # A worker with no accepted share is not tracked: its rejects count for the pool.
     await eventually(lambda: pool.stats.unattributed.rejected == len(clients))
     assert address + ".w" not in pool.stats.workers

@@ -18,15 +18,16 @@ import secrets
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable, ValuesView
+from collections.abc import Callable, ValuesView
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..config import StratumConfig
 from ..fdlimit import connection_limit, open_file_limit
+from ..services import PoolServices
 from ..tasks import supervised
 from .framing import LineTooLong, split_lines
-from .session import DifficultyMemory, PoolServices, Session, shared
+from .session import DifficultyMemory, Session, shared
 from .tls import ensure_self_signed, server_context
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,6 @@ MIN_TICK_SECONDS = 0.05
 REFUSAL_LOG_SECONDS = 60.0  # refused connections are logged at most once per IP per minute
 CLOSE_WAIT_SECONDS = 2.0  # at shutdown: how long miners get to take their client.reconnect
 LISTENER_CLOSE_SECONDS = 5.0
-BACKGROUND_WAIT_SECONDS = 30.0  # at shutdown: found blocks still being spooled
 
 
 def peer_host(peername: Any) -> str:
@@ -243,14 +243,6 @@ class StratumProtocol(Session, asyncio.Protocol):
             self._process(lines)
 
 
-async def wait_for_blocks(background: set[asyncio.Future[Any]]) -> None:
-    """At shutdown: let found blocks still being spooled finish (bounded)."""
-    if background:
-        _, pending = await asyncio.wait(set(background), timeout=BACKGROUND_WAIT_SECONDS)
-        if pending:
-            log.error("%d found block(s) still not spooled at shutdown", len(pending))
-
-
 def _plain_fd(transport: asyncio.Transport) -> int | None:
     """The socket of a plain TCP transport with nothing queued, else None."""
     if transport.get_write_buffer_size() or transport.get_extra_info("sslcontext") is not None:
@@ -380,7 +372,6 @@ class StratumServer:
         self._extranonces: dict[bytes, Session] = {}
         self.sessions: ValuesView[Session] = self._extranonces.values()
         self.tasks: set[asyncio.Future[Any]] = set()  # requests waiting on the node
-        self.background: set[asyncio.Future[Any]] = set()  # work that must finish (blocks)
         self.memory = DifficultyMemory()
         self.max_write_buffer = MAX_WRITE_BUFFER
         self.per_host: dict[str, int] = {}  # open connections per IP
@@ -454,8 +445,8 @@ class StratumServer:
             self.sender = ThreadPoolExecutor(1, thread_name_prefix="stratum-send")
 
     async def close(self) -> None:
-        """Stop accepting, send every miner `client.reconnect` and close it, then wait for found
-        blocks still being spooled. Safe to call twice."""
+        """Stop accepting, send every miner `client.reconnect` and close it (found blocks still
+        being spooled are the block sink's to wait for). Safe to call twice."""
         self._closing = True
         if self.sender is not None:
             self.sender.shutdown(wait=False)
@@ -478,7 +469,6 @@ class StratumServer:
                 writer.transport.abort()
         for task in list(self.tasks):
             task.cancel()
-        await wait_for_blocks(self.background)
         if self._server is not None:
             # wait_closed also waits for every accepted connection to report its end; a
             # transport that never does must not hold up shutdown (or a restart) forever.
@@ -674,10 +664,3 @@ class StratumServer:
                 self.sweep(time.monotonic())
             except Exception:  # pragma: no cover - sweep guards each session itself
                 log.exception("stratum sweep failed")
-
-    def run_soon(self, awaitable: Awaitable[Any]) -> asyncio.Future[Any]:
-        """Work that must finish even at shutdown (spooling a found block)."""
-        task = asyncio.ensure_future(awaitable)
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
-        return task

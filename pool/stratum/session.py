@@ -23,10 +23,10 @@ from ..jobs import (
     EXTRANONCE2_SIZE,
     NERDMINER_DOCUMENT_BYTES,
     Job,
-    JobManager,
     TemplateError,
 )
 from ..logsafety import is_plain, miner_text
+from ..services import AddressRefused, PoolServices
 from ..shares import (
     ERR_DUPLICATE,
     ERR_LOW_DIFFICULTY,
@@ -65,26 +65,9 @@ DIFFICULTY_MEMORY_ENTRIES = 100_000
 INTERNAL_ERROR_LOG_SECONDS = 60.0
 
 
-class AddressRefused(Exception):
-    """A payout address that cannot be mined to, with the reason for the miner."""
-
-
 class Writer(Protocol):
     def write(self, data: bytes) -> None: ...
     def close(self) -> None: ...
-
-
-class PoolServices(Protocol):
-    """What a session needs from the pool around it."""
-
-    config: StratumConfig
-    jobs: JobManager
-
-    async def resolve_payout(self, address: str) -> bytes: ...
-    def share_accepted(self, session: Session, share: Share, difficulty: float) -> None: ...
-    def share_rejected(self, session: Session, code: int, reason: str) -> None: ...
-    def block_found(self, session: Session, share: Share) -> Awaitable[None] | None:
-        """Take a found block; an awaitable means: answer the miner once it is done (spooled)."""
 
 
 _INVALID = object()
