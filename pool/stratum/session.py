@@ -1,8 +1,10 @@
 """One miner connection as a state machine: connected -> subscribed/authorized -> mining.
 
-The session knows nothing about sockets: it reads parsed messages and writes lines through a
-`Transport`-like object, and asks the pool (`PoolServices`) for payout scripts, jobs and block
-submission. Every request with an id gets exactly one answer, in order.
+The session knows nothing about sockets: it reads lines and writes lines through a `Writer`
+(the server's asyncio protocol, which has the session), has a `VarDiff` for its difficulty, and
+asks the pool (`PoolServices`) for payout scripts, jobs and block submission. What the sessions
+of one server share (difficulty memory, shared strings) is a `SessionCommons` the server owns.
+Every request with an id gets exactly one answer, in order.
 """
 
 from __future__ import annotations
