@@ -36,7 +36,8 @@ ORPHANED = "orphaned"
 RPC_DESERIALIZATION_ERROR = -22
 RPC_VERIFY_ERROR = -25
 
-# submitblock answers that mean the node has the block, best first.
+# submitblock answers that mean the node has the block, best first: null (accepted), duplicate
+# (it already had it, valid), inconclusive (stored, not yet on its best chain).
 ACCEPTING_ANSWERS = ("null", "duplicate", "inconclusive")
 
 # A spool write that fails (disk full, out of file descriptors) is tried again, this far apart.

@@ -36,9 +36,10 @@ import uvloop
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from pool.stratum.framing import LineFramer, LineTooLong
-from pool.stratum.session import DifficultyMemory, Session
+from pool.stratum.framing import LineTooLong
+from pool.stratum.session import Session
 from tests.conftest import PoolFactory
+from tests.framing_util import ProtocolFeed
 from tests.regtest import RegtestNode
 from tests.stratum_client import StratumTestClient
 from tests.test_session_unit import (
@@ -110,10 +111,8 @@ class Harness:
     def __init__(self, state: str) -> None:
         kind, steps = STATES[state]
         self.pool = fake_pool(kind)
-        self.writer = FakeWriter()
-        self.session = Session(
-            self.pool, self.writer, EXTRANONCE1, "198.51.100.1:3333", DifficultyMemory()
-        )
+        self.writer = FakeWriter("198.51.100.1:3333")
+        self.session = Session(self.pool, self.writer, EXTRANONCE1)
         self.notify: list[Any] | None = None
         self.ids = 0
         self.steps = steps
@@ -526,7 +525,7 @@ def test_fuzz_session_with_raw_bytes() -> None:
 
 
 def reference_feed(
-    framer: LineFramer, tail: bytes, chunk: bytes, max_line: int
+    framer: ProtocolFeed, tail: bytes, chunk: bytes, max_line: int
 ) -> tuple[bytes, list[bytes] | None]:
     """Feed one chunk and check it against a plain split; returns the new tail, and the lines
     (None when the framer rightly refused the stream)."""
@@ -540,12 +539,12 @@ def reference_feed(
     got = framer.feed(chunk)
     assert got == [p.strip() for p in complete if p.strip()]
     assert all(type(line) is bytes and line for line in got)
-    assert len(framer._buffer) == len(rest) <= max_line  # never more than one line held
+    assert framer.held == len(rest) <= max_line  # never more than one line held
     return rest, got
 
 
 def run_framer(chunks: list[bytes], max_line: int) -> tuple[list[bytes], bool]:
-    framer = LineFramer(max_line)
+    framer = ProtocolFeed(max_line)
     tail = b""
     lines: list[bytes] = []
     for chunk in chunks:

@@ -435,6 +435,69 @@ async def test_memory_per_idle_connection(node: RegtestNode, start_pool: PoolFac
     await until(lambda: not pool.stratum.sessions)
 
 
+IDLE_SESSION_BYTES = 2048  # the budget per idle connection (its protocol, session, vardiff)
+
+
+async def test_memory_per_idle_session_object_graph(
+    node: RegtestNode, start_pool: PoolFactory
+) -> None:
+    """What one idle connection costs in the pool's own objects (the protocol, the session it
+    has, the session's vardiff, its entries in the server's tables), connected only and mining:
+    each within IDLE_SESSION_BYTES. Transports are made first: they are the event loop's."""
+    pool = await start_pool(node, max_connections_per_ip=10_000)
+    user = node.new_address("bech32")
+    handshake = b"".join(
+        json.dumps({"id": i, "method": method, "params": params}).encode() + b"\n"
+        for i, (method, params) in enumerate(
+            [("mining.subscribe", ["idle/1.0"]), ("mining.authorize", [user + ".idle", "x"])]
+        )
+    )
+    # One connection beforehand, so what every connection shares (the job for this payout
+    # script, the shared strings) is not counted against each.
+    first = StratumProtocol(pool.stratum)
+    first.connection_made(FakeTransport())  # type: ignore[arg-type]
+    first.data_received(handshake)
+    await until(lambda: first.session is not None and first.session.mining)
+    count = 300
+    ours = [tracemalloc.Filter(True, "*/pool/*")]
+    per_state: dict[str, float] = {}
+    for state in ("connected", "mining"):
+        transports = [FakeTransport() for _ in range(count)]
+        protocols: list[StratumProtocol] = []
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.take_snapshot()
+            for transport in transports:
+                proto = StratumProtocol(pool.stratum)
+                proto.connection_made(transport)  # type: ignore[arg-type]
+                if state == "mining":
+                    proto.data_received(handshake)
+                protocols.append(proto)
+            await until(lambda state=state, protocols=protocols: all(
+                p.session is not None and p.session.state == state for p in protocols
+            ), 30)
+            gc.collect()
+            after = tracemalloc.take_snapshot()
+        finally:
+            tracemalloc.stop()
+        grown = sum(
+            stat.size_diff
+            for stat in after.filter_traces(ours).compare_to(before.filter_traces(ours), "filename")
+        )
+        per_state[state] = grown / count
+        for proto in protocols:
+            proto.connection_lost(None)
+    logging.getLogger(__name__).warning(
+        "pool objects per idle connection: %.0f bytes connected, %.0f bytes mining",
+        per_state["connected"], per_state["mining"],
+    )
+    assert 0 < per_state["connected"] <= IDLE_SESSION_BYTES, per_state
+    assert 0 < per_state["mining"] <= IDLE_SESSION_BYTES, per_state
+    first.connection_lost(None)
+    assert not pool.stratum.sessions
+
+
 # --- names and stale floods -----------------------------------------------------------------------
 
 

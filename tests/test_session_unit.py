@@ -31,7 +31,7 @@ from pool.consensus.target import difficulty_to_target, nbits_to_target
 from pool.jobs import JobManager, Template
 from pool.services import AddressRefused
 from pool.shares import Share
-from pool.stratum.session import MAX_JOBS_PER_SESSION, Session
+from pool.stratum.session import MAX_JOBS_PER_SESSION, Session, SessionCommons
 from pool.vardiff import RETARGET_SHARES
 
 DATA = Path(__file__).parent / "data" / "gbt_mainnet.json"
@@ -137,7 +137,8 @@ def witness_commitment(wtxids: list[bytes]) -> bytes:
 
 
 class FakeWriter:
-    def __init__(self) -> None:
+    def __init__(self, peer: str = "192.0.2.7:41234") -> None:
+        self.peer = peer
         self.buffer = bytearray()
         self.closed = False
         self.raw: list[bytes] = []  # the lines returned by the last take()
@@ -169,6 +170,7 @@ class FakePool:
         self.accepted: list[tuple[Session, Share, float]] = []
         self.rejected: list[tuple[Session, int, str]] = []
         self.blocks: list[tuple[Session, Share]] = []
+        self.commons = SessionCommons()  # shared by its sessions, as a server's are
 
     async def resolve_payout(self, address: str) -> bytes:
         try:
@@ -193,7 +195,7 @@ class Miner:
     def __init__(self, pool: FakePool | None = None, **stratum: Any) -> None:
         self.pool = pool if pool is not None else FakePool(**stratum)
         self.writer = FakeWriter()
-        self.session = Session(self.pool, self.writer, EXTRANONCE1, "192.0.2.7:41234")
+        self.session = Session(self.pool, self.writer, EXTRANONCE1, self.pool.commons)
         self.next_id = 1
         self.username = WORKER
         self.notify: list[Any] = []  # params of the last mining.notify received
@@ -1191,7 +1193,8 @@ async def test_idle_session_holds_no_per_share_structures() -> None:
     await m.start()
     s = m.session
     assert s.seen is None and s.roots is None and s.more_workers is None
-    assert s.older_jobs is None and s.job_difficulty == {m.notify[0]: 1024}
+    assert s.older_jobs is None
+    assert s.newest_job_id == m.notify[0] and s.newest_job_difficulty == 1024
     assert s.workers == {WORKER}
     await m.call("mining.authorize", [ADDRESS + ".rig2", "x"])
     assert s.workers == {WORKER, ADDRESS + ".rig2"}
@@ -1211,18 +1214,23 @@ async def test_jobs_remembered_per_session_are_the_pools_live_ones() -> None:
         m.session.assign(job, clean=False)
         sent.append(job.job_id)
     notifies = [msg["params"] for msg in m.take() if msg.get("method") == "mining.notify"]
-    jobs = m.session.job_difficulty
+    s = m.session
     live = [j for j in sent if m.pool.jobs.get(j) is not None]
     assert 1 < len(live) < MAX_JOBS_PER_SESSION
-    assert list(jobs) == live  # oldest first, the newest last
-    assert list(jobs)[-1] == m.session.newest_job_id
+    assert [*(s.older_jobs or {}), s.newest_job_id] == live  # oldest first, the newest last
     (nonce,) = find_nonces(first, meets(TINY))
     assert error_code(await m.submit(first, nonce)) == 21  # forgotten: stale
-    # The oldest job the pool still keeps is still accepted at its difficulty.
-    oldest = next(n for n in notifies if n[0] == live[0])
-    (nonce,) = find_nonces(oldest, meets(TINY))
-    (reply,) = await m.submit(oldest, nonce)
-    assert reply["result"] is True, reply
+    # What the miner sees: every job the pool still keeps is accepted at its difficulty (the
+    # oldest first), and the newest one it dropped is stale.
+    dropped = [n for n in notifies if n[0] not in live]
+    for params in [n for n in notifies if n[0] in live] + dropped[-1:]:
+        (nonce,) = find_nonces(params, meets(TINY))
+        (reply,) = await m.submit(params, nonce)
+        if params[0] in live:
+            assert reply["result"] is True, reply
+        else:
+            assert reply["error"][0] == 21, reply
+    assert dropped and len(m.pool.accepted) == len(live)
 
 
 async def test_sessions_share_equal_address_and_agent_strings() -> None:

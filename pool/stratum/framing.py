@@ -38,17 +38,3 @@ def split_lines(
             out.append(bytes(line))
     return out, bytearray(rest) if rest else None
 
-
-class LineFramer:
-    """Splits a byte stream into lines (`\\n`, tolerating `\\r\\n`), skipping empty ones."""
-
-    __slots__ = ("max_line", "_buffer")
-
-    def __init__(self, max_line: int) -> None:
-        self.max_line = max_line
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> list[bytes]:
-        lines, rest = split_lines(self._buffer, data, self.max_line)
-        self._buffer = bytearray() if rest is None else rest
-        return lines

@@ -27,7 +27,7 @@ from ..fdlimit import connection_limit, open_file_limit
 from ..services import PoolServices
 from ..tasks import supervised
 from .framing import LineTooLong, split_lines
-from .session import DifficultyMemory, Session, shared
+from .session import DifficultyMemory, Session, SessionCommons
 from .tls import ensure_self_signed, server_context
 
 log = logging.getLogger(__name__)
@@ -50,11 +50,9 @@ def peer_host(peername: Any) -> str:
     return str(peername)
 
 
-class StratumProtocol(Session, asyncio.Protocol):
-    """Framing and ordering for one connection; all meaning lives in `Session`. The protocol is
-    its own session (and the session's writer): one object per connection, not two, which is
-    most of the memory an idle miner costs besides the transport. The session half is set up
-    in `connection_made`, once the connection is admitted."""
+class StratumProtocol(asyncio.Protocol):
+    """Transport, framing and ordering for one connection; all meaning lives in its `Session`,
+    made in `connection_made` once the connection is admitted. It is the session's writer."""
 
     __slots__ = (
         "server", "transport", "buffer", "max_line", "pending", "busy", "session", "host", "batch",
@@ -67,7 +65,7 @@ class StratumProtocol(Session, asyncio.Protocol):
         self.max_line = 0
         self.pending: list[bytes] | None = None  # lines waiting for a slow request to finish
         self.busy = False
-        self.session: Session | None = None  # self once admitted; None: refused
+        self.session: Session | None = None  # None: not (yet) admitted
         self.host = ""
         # While the lines of one read are handled, their answers are gathered here and sent
         # with one write: a pipelining miner costs one send per read, not one per line.
@@ -84,14 +82,13 @@ class StratumProtocol(Session, asyncio.Protocol):
         if not server.admit(host):
             transport.close()
             return
-        self.host = shared(host)  # many miners behind one address
+        self.host = server.commons.shared(host)  # many miners behind one address
         self.max_line = server.pool.config.max_line_bytes
         self.transport.set_write_buffer_limits(high=server.max_write_buffer)
         extranonce1 = server.allocate_extranonce1()
-        Session.__init__(self, server.pool, self, extranonce1, "", server.memory)
-        self.session = self
-        server.register(self)
-        server.on_connect(self)
+        session = self.session = Session(server.pool, self, extranonce1, server.commons)
+        server.register(session)
+        server.on_connect(session)
         log.debug("%s: connected, extranonce1 %s", self.peer, extranonce1.hex())
 
     @property
@@ -168,15 +165,11 @@ class StratumProtocol(Session, asyncio.Protocol):
         if batch:
             self.write(b"".join(batch))
 
-    def close(self, reason: str = "") -> None:
-        """`Session.close`, done here: this protocol is the session's writer, and the writer's
-        close (flush, then close the transport) shares the name."""
-        if not self.closed:
-            self.closed = True
-            self.close_reason = reason
-            self._flush()  # answers already given go out before the connection closes
-            if self.transport is not None:
-                self.transport.close()
+    def close(self) -> None:
+        """The session is done with this connection: flush, then close the transport."""
+        self._flush()  # answers already given go out before the connection closes
+        if self.transport is not None:
+            self.transport.close()
 
     # ordering -----------------------------------------------------------------------------------
 
@@ -373,6 +366,7 @@ class StratumServer:
         self.sessions: ValuesView[Session] = self._extranonces.values()
         self.tasks: set[asyncio.Future[Any]] = set()  # requests waiting on the node
         self.memory = DifficultyMemory()
+        self.commons = SessionCommons(self.memory)  # what its sessions share
         self.max_write_buffer = MAX_WRITE_BUFFER
         self.per_host: dict[str, int] = {}  # open connections per IP
         self.refused = 0  # connections refused over a limit, since start
@@ -571,25 +565,26 @@ class StratumServer:
             if not session.mining or session.payout_script is None or session.closed:
                 continue
             sent += 1
-            if not isinstance(session, StratumProtocol) or session.batch is not None or (
-                session.transport is None
+            proto = session.writer
+            if not isinstance(proto, StratumProtocol) or proto.batch is not None or (
+                proto.transport is None
             ):
                 session.assign(jobs.job_for(session.payout_script), clean)
                 continue
-            transport = session.transport
-            session.batch = []  # collect what assign writes, instead of sending it
+            transport = proto.transport
+            proto.batch = []  # collect what assign writes, instead of sending it
             try:
                 session.assign(jobs.job_for(session.payout_script), clean)
             finally:
-                batch, session.batch = session.batch, None
+                batch, proto.batch = proto.batch, None
             if not batch or transport.is_closing():
                 continue
             data = batch[0] if len(batch) == 1 else b"".join(batch)
             fd = _plain_fd(transport)
             if fd is None:
-                queued.append((session, data))
+                queued.append((proto, data))
             else:
-                direct.append((fd, data, session))
+                direct.append((fd, data, proto))
         half = len(direct) // 2
         other = self.sender.submit(_send_direct, direct[half:])
         rest = _send_direct(direct[:half])

@@ -1,8 +1,10 @@
 """One miner connection as a state machine: connected -> subscribed/authorized -> mining.
 
-The session knows nothing about sockets: it reads parsed messages and writes lines through a
-`Transport`-like object, and asks the pool (`PoolServices`) for payout scripts, jobs and block
-submission. Every request with an id gets exactly one answer, in order.
+The session knows nothing about sockets: it reads lines and writes lines through a `Writer`
+(the server's asyncio protocol, which has the session), has a `VarDiff` for its difficulty, and
+asks the pool (`PoolServices`) for payout scripts, jobs and block submission. What the sessions
+of one server share (difficulty memory, shared strings) is a `SessionCommons` the server owns.
+Every request with an id gets exactly one answer, in order.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import logging
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import orjson
@@ -66,6 +69,12 @@ INTERNAL_ERROR_LOG_SECONDS = 60.0
 
 
 class Writer(Protocol):
+    """The connection a session writes through (the asyncio protocol, in the server)."""
+
+    @property
+    def peer(self) -> str:
+        """`ip:port`, for logs."""
+
     def write(self, data: bytes) -> None: ...
     def close(self) -> None: ...
 
@@ -127,31 +136,29 @@ def fractional_difficulty_ok(user_agent: str) -> bool:
 
 
 SHARED_STRINGS_MAX = 4096
-_shared_strings: dict[str, str] = {}
 
 
-def shared(value: str) -> str:
+class SharedStrings:
     """One string object for equal values across connections (10,000 miners mining to one
     address with one firmware hold one copy of each). Bounded, and emptied when full, because
     the values come from the network; sys.intern is not, and strings interned in 3.12 live on."""
-    known = _shared_strings.get(value)
-    if known is None:
-        if len(_shared_strings) >= SHARED_STRINGS_MAX:
-            _shared_strings.clear()
-        _shared_strings[value] = known = value
-    return known
 
+    __slots__ = ("limit", "_known")
 
-_start_difficulty: tuple[float, float | int] = (math.nan, 0)
+    def __init__(self, limit: int = SHARED_STRINGS_MAX) -> None:
+        self.limit = limit
+        self._known: dict[str, str] = {}
 
+    def __len__(self) -> int:
+        return len(self._known)
 
-def start_difficulty(configured: float) -> float | int:
-    """round_difficulty(configured), one object for every connection (an int above 256 is 32
-    bytes, per connection)."""
-    global _start_difficulty
-    if _start_difficulty[0] != configured:
-        _start_difficulty = (configured, round_difficulty(configured))
-    return _start_difficulty[1]
+    def __call__(self, value: str) -> str:
+        known = self._known.get(value)
+        if known is None:
+            if len(self._known) >= self.limit:
+                self._known.clear()
+            self._known[value] = known = value
+        return known
 
 
 def split_username(username: str) -> tuple[str, str]:
@@ -207,34 +214,59 @@ class DifficultyMemory:
             del entries[key]
 
 
-_last_internal_error_log = -INTERNAL_ERROR_LOG_SECONDS
-_internal_errors_unlogged = 0
-
-
-def _log_internal_error(peer: str, line: bytes) -> None:
+class InternalErrorLog:
     """A bug met by some input: logged with its traceback, at most once a minute (a remote
     peer that found one must not be able to fill the log with it)."""
-    global _last_internal_error_log, _internal_errors_unlogged
-    now = time.monotonic()
-    if now - _last_internal_error_log < INTERNAL_ERROR_LOG_SECONDS:
-        _internal_errors_unlogged += 1
-        return
-    _last_internal_error_log = now
-    log.exception(
-        "%s: internal error handling %r (answered with error 20; %d similar not logged)",
-        peer, line[:200], _internal_errors_unlogged,
-    )
-    _internal_errors_unlogged = 0
+
+    __slots__ = ("interval", "last_logged", "unlogged")
+
+    def __init__(self, interval: float = INTERNAL_ERROR_LOG_SECONDS) -> None:
+        self.interval = interval
+        self.last_logged = -interval
+        self.unlogged = 0
+
+    def report(self, peer: str, line: bytes) -> None:
+        now = time.monotonic()
+        if now - self.last_logged < self.interval:
+            self.unlogged += 1
+            return
+        self.last_logged = now
+        log.exception(
+            "%s: internal error handling %r (answered with error 20; %d similar not logged)",
+            peer, line[:200], self.unlogged,
+        )
+        self.unlogged = 0
 
 
-class Session(VarDiff):
-    """A connection's vardiff state lives in its own slots (the VarDiff base, also reachable as
-    `vardiff`): one object per connection instead of two."""
+class SessionCommons:
+    """What the sessions of one server share, owned by that server: the difficulty memory, one
+    copy of equal strings, the rate-limited log of internal errors, and one start-difficulty
+    object (an int above 256 is 32 bytes, per connection)."""
+
+    __slots__ = ("memory", "shared", "internal_errors", "_start")
+
+    def __init__(self, memory: DifficultyMemory | None = None) -> None:
+        self.memory = memory if memory is not None else DifficultyMemory()
+        self.shared = SharedStrings()
+        self.internal_errors = InternalErrorLog()
+        self._start: tuple[float, float | int] = (math.nan, 0)
+
+    def start_difficulty(self, configured: float) -> float | int:
+        """round_difficulty(configured), one object for every connection."""
+        if self._start[0] != configured:
+            self._start = (configured, round_difficulty(configured))
+        return self._start[1]
+
+
+class Session:
+    """One miner's Stratum V1 conversation. States (see `state`): connected, then subscribed
+    and authorized in either order; with both it is mining (difficulty, then jobs) until
+    closed. It has a vardiff controller (`vardiff`) and writes through its `writer`."""
 
     __slots__ = (
         "pool",
         "writer",
-        "_peer",
+        "vardiff",
         "extranonce1",
         "user_agent",
         "subscribed",
@@ -260,7 +292,7 @@ class Session(VarDiff):
         "worker",
         "roots",
         "username",
-        "memory",
+        "commons",
         "last_activity",
         "invalid_window_start",
         "invalid_count",
@@ -273,14 +305,14 @@ class Session(VarDiff):
         pool: PoolServices,
         writer: Writer,
         extranonce1: bytes,
-        peer: str,
-        memory: DifficultyMemory | None = None,
+        commons: SessionCommons | None = None,
     ) -> None:
         cfg = pool.config
         now = time.monotonic()
+        commons = commons if commons is not None else SessionCommons()
         self.pool = pool
         self.writer = writer
-        self._peer = peer
+        self.commons = commons
         self.extranonce1 = extranonce1
         self.user_agent = ""
         self.subscribed = False
@@ -292,10 +324,10 @@ class Session(VarDiff):
         self.version_rolling_configured = False
         self.warned_unnegotiated_bits = False
         self.warned_document_size = False
-        self.difficulty: float | int = start_difficulty(cfg.start_difficulty)
+        self.difficulty: float | int = commons.start_difficulty(cfg.start_difficulty)
         self.suggested_difficulty: float | None = None
-        VarDiff.__init__(
-            self, cfg.share_interval_seconds, cfg.min_difficulty, cfg.max_difficulty, now
+        self.vardiff = VarDiff(
+            cfg.share_interval_seconds, cfg.min_difficulty, cfg.max_difficulty, now
         )
         # The jobs this connection was sent, with the difficulty in force when it was sent each:
         # the newest in two slots, older ones (oldest first) in a dict made at the second job.
@@ -315,7 +347,6 @@ class Session(VarDiff):
         self.worker = ""  # the worker name of the latest submit (else of the authorize)
         self.roots: RootCache | None = None  # made at the first share
         self.username = ""  # as first authorized (the key of the difficulty memory)
-        self.memory = memory
         self.last_activity = now  # when the last line arrived (the server's idle timeout)
         self.invalid_window_start = now
         self.invalid_count = 0  # counted rejects since invalid_window_start
@@ -323,13 +354,21 @@ class Session(VarDiff):
         self.stale_grace_until = 0.0  # stale shares before this (monotonic) are not counted
 
     @property
-    def vardiff(self) -> VarDiff:
-        return self
+    def peer(self) -> str:
+        """`ip:port`, for logs (asked from the connection, not held per session)."""
+        return self.writer.peer
 
     @property
-    def peer(self) -> str:
-        """`ip:port`, for logs."""
-        return self._peer
+    def state(self) -> str:
+        """Where the conversation is: connected, subscribed, authorized (either of the two
+        alone), mining (both), or closed."""
+        if self.closed:
+            return "closed"
+        if self.mining:
+            return "mining"
+        if self.address is not None:
+            return "authorized"
+        return "subscribed" if self.subscribed else "connected"
 
     @property
     def workers(self) -> set[str]:
@@ -427,7 +466,7 @@ class Session(VarDiff):
         try:
             return self._dispatch(message, msg_id)
         except Exception:
-            _log_internal_error(self.peer, line)
+            self.commons.internal_errors.report(self.peer, line)
             self.error(msg_id, ERR_OTHER, "internal error")
             return None
 
@@ -483,7 +522,7 @@ class Session(VarDiff):
 
     def on_subscribe(self, msg_id: Any, params: list[Any]) -> None:
         if params and isinstance(params[0], str):
-            self.user_agent = shared(miner_text(params[0]))
+            self.user_agent = self.commons.shared(miner_text(params[0]))
         if not fractional_difficulty_ok(self.user_agent):
             # It reads set_difficulty as an integer: 0.5 would become 0. A suggestion below 1
             # is raised to 1 by the minimum; others are rounded to whole numbers (clamp).
@@ -569,13 +608,13 @@ class Session(VarDiff):
                 return
             self.reply(msg_id, self.address == address)
             return
-        self.address = shared(address)
+        self.address = self.commons.shared(address)
         self.payout_script = script
         self.worker = username
         self.username = username
-        if self.suggested_difficulty is None and self.memory is not None:
+        if self.suggested_difficulty is None:
             # A worker coming back gets the difficulty it had (its own suggestion wins).
-            remembered = self.memory.recall(username, time.monotonic())
+            remembered = self.commons.memory.recall(username, time.monotonic())
             if remembered is not None:
                 self.difficulty = self.vardiff.clamp(remembered, self._network_difficulty())
         log.info("%s: authorized %s (%s)", self.peer, username, self.user_agent or "no agent")
@@ -650,6 +689,30 @@ class Session(VarDiff):
 
     def _check_submit(self, params: list[Any]) -> tuple[Share, float]:
         """Validate a submit; returns the share and the difficulty it was judged at."""
+        job_id = self._check_submitter(params)
+        job, job_difficulty = self._sent_job(job_id)
+        version_bits = params[5] if len(params) == 6 else None
+        unnegotiated = version_bits is not None and not self.version_rolling_configured
+        if unnegotiated and not self.warned_unnegotiated_bits:
+            self.warned_unnegotiated_bits = True
+            log.info("%s: version bits without mining.configure; applying them", self.peer)
+        roots = self.roots
+        if roots is None:
+            roots = self.roots = RootCache()
+        share = build_share(
+            job, self.extranonce1, params[2], params[3], params[4], version_bits,
+            self.version_mask, time.time(), roots,
+        )
+        # Judge against the difficulty this job was sent with, or the current one if lower.
+        difficulty = min(job_difficulty, self.difficulty)
+        if not share.is_block and share.hash_int > share_target(difficulty):
+            raise ShareError(ERR_LOW_DIFFICULTY, "low difficulty share")
+        self._remember_share(share)
+        return share, difficulty
+
+    def _check_submitter(self, params: list[Any]) -> str:
+        """The submit's shape and its worker name (one of this connection's, or added within
+        the limits); returns the job id."""
         if not self.subscribed:
             raise ShareError(ERR_NOT_SUBSCRIBED, "not subscribed")
         if self.address is None:
@@ -669,6 +732,11 @@ class Session(VarDiff):
             if self._add_worker(worker) is not None:
                 worker = self.username
         self.worker = miner_text(worker)
+        return job_id
+
+    def _sent_job(self, job_id: str) -> tuple[Job, float | int]:
+        """A job the pool still keeps and this connection was sent for its payout, with the
+        difficulty in force when it was sent."""
         job = self.pool.jobs.get(job_id)
         if job_id == self.newest_job_id:
             job_difficulty: float | int | None = self.newest_job_difficulty
@@ -677,25 +745,11 @@ class Session(VarDiff):
             job_difficulty = older.get(job_id) if older is not None else None
         if job is None or job_difficulty is None or job.payout_script != self.payout_script:
             raise ShareError(ERR_STALE, "job not found (stale)")
-        version_bits = params[5] if len(params) == 6 else None
-        unnegotiated = version_bits is not None and not self.version_rolling_configured
-        if unnegotiated and not self.warned_unnegotiated_bits:
-            self.warned_unnegotiated_bits = True
-            log.info("%s: version bits without mining.configure; applying them", self.peer)
-        roots = self.roots
-        if roots is None:
-            roots = self.roots = RootCache()
-        share = build_share(
-            job, self.extranonce1, params[2], params[3], params[4], version_bits,
-            self.version_mask, time.time(), roots,
-        )
-        # Judge against the difficulty this job was sent with, or the current one if lower.
-        difficulty = min(job_difficulty, self.difficulty)
-        is_block = share.is_block
-        if not is_block and share.hash_int > share_target(difficulty):
-            raise ShareError(ERR_LOW_DIFFICULTY, "low difficulty share")
-        # Only valid shares are remembered, by header hash (every job has its own coinbase, so
-        # equal headers mean the same work submitted twice).
+        return job, job_difficulty
+
+    def _remember_share(self, share: Share) -> None:
+        """Only valid shares are remembered, by header hash (every job has its own coinbase, so
+        equal headers mean the same work submitted twice)."""
         seen = self.seen
         if seen is None:
             seen = self.seen = {}
@@ -704,19 +758,21 @@ class Session(VarDiff):
         seen[share.hash] = None
         if len(seen) > MAX_SEEN_SHARES:
             del seen[next(iter(seen))]
-        return share, difficulty
 
-    _handlers: dict[str, Callable[[Session, Any, list[Any]], Awaitable[None] | None]] = {
-        "mining.configure": on_configure,
-        "mining.subscribe": on_subscribe,
-        "mining.authorize": on_authorize,
-        "mining.suggest_difficulty": on_suggest_difficulty,
-        "mining.extranonce.subscribe": on_extranonce_subscribe,
-        "mining.multi_version": on_true,
-        "mining.ping": on_ping,
-        "pong": on_pong,
-        "mining.submit": on_submit,
-    }
+    # Read-only: one table of the V1 methods, shared by every session.
+    _handlers: Mapping[str, Callable[[Session, Any, list[Any]], Awaitable[None] | None]] = (
+        MappingProxyType({
+            "mining.configure": on_configure,
+            "mining.subscribe": on_subscribe,
+            "mining.authorize": on_authorize,
+            "mining.suggest_difficulty": on_suggest_difficulty,
+            "mining.extranonce.subscribe": on_extranonce_subscribe,
+            "mining.multi_version": on_true,
+            "mining.ping": on_ping,
+            "pong": on_pong,
+            "mining.submit": on_submit,
+        })
+    )
 
     def _reject(self, msg_id: Any, code: int, reason: str) -> None:
         self.rejected += 1
@@ -780,15 +836,6 @@ class Session(VarDiff):
         except TemplateError:
             return  # no template yet: the first one is sent to everyone when it arrives
         self.assign(job, clean)
-
-    @property
-    def job_difficulty(self) -> dict[str, float | int]:
-        """job id -> the difficulty in force when this connection was sent that job, oldest
-        first (built on demand from the slots above)."""
-        jobs = dict(self.older_jobs) if self.older_jobs is not None else {}
-        if self.newest_job_id is not None:
-            jobs[self.newest_job_id] = self.newest_job_difficulty
-        return jobs
 
     def assign(self, job: Job, clean: bool) -> None:
         """Send a job (its shared, pre-serialized notify) and remember its difficulty."""
