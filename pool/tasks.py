@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -43,3 +44,38 @@ async def _supervise(
             log.exception("%s failed; restarting it in %.1f s", name, delay)
         await asyncio.sleep(delay)
         delay = min(delay * 2, max_delay)
+
+
+class Supervisor:
+    """The background tasks of one owner, started and ended in one place: long-running ones
+    `supervised` (restarted when they fail), one-off ones just kept until done."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+        """Run `run()` until it returns or the supervisor stops, restarting it when it raises."""
+        return self._keep(supervised(name, run))
+
+    def once(self, name: str, work: Coroutine[Any, Any, Any]) -> asyncio.Task[None]:
+        """Run `work` once (its failure is logged, never lost)."""
+
+        async def logged() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("%s failed", name)
+
+        return self._keep(asyncio.create_task(logged(), name=name))
+
+    def _keep(self, task: asyncio.Task[None]) -> asyncio.Task[None]:
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def stop(self) -> None:
+        """Cancel every task still running and wait for them to end."""
+        tasks = list(self.tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
