@@ -23,7 +23,7 @@ from .blocks import ACCEPTED, ORPHANED, REJECTED, FoundBlock
 from .config import NotifyConfig
 from .events import PoolListener
 from .stats import MATURITY, BlockRecord, Stats
-from .tasks import supervised
+from .tasks import Supervisor
 from .units import format_duration
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ class Notifier(PoolListener):
         self.sent: list[Alert] = []  # the most recent alerts, for the API and tests
         self._queue: asyncio.Queue[tuple[str, Alert]] = asyncio.Queue(QUEUE_SIZE)
         self._silent: set[str] = set()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = Supervisor()
         self._http: aiohttp.ClientSession | None = None
         stats.on_block_change.append(self.on_block_change)
 
@@ -103,21 +103,16 @@ class Notifier(PoolListener):
         if self.urls:
             self._http = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})
             for i in range(SENDERS):
-                self._tasks.append(supervised(f"notify-{i}", self._sender))
-        self._tasks.append(supervised("notify-silence", self._watch_silence))
+                self._tasks.start(f"notify-{i}", self._sender)
+        self._tasks.start("notify-silence", self._watch_silence)
 
     async def stop(self) -> None:
-        if self.urls and self._tasks:
+        if self.urls and self._tasks.tasks:
             # Give queued alerts (say, the block found just before shutdown) a moment.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.stop_grace):
                     await self._queue.join()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        await self._tasks.stop()
         if self._http is not None:
             await self._http.close()
             self._http = None

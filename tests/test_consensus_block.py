@@ -11,9 +11,11 @@ from dataclasses import dataclass
 import pytest
 
 from pool.consensus.block import (
+    BlockParseError,
     block_problem,
     block_txids,
     build_header,
+    coinbase_value,
     header_hash,
     prevhash_from_stratum,
     serialize_block,
@@ -582,6 +584,23 @@ def test_genesis_block_is_complete() -> None:
     assert [internal_to_display(t) for t in block_txids(raw)] == [GENESIS_MERKLE_DISPLAY]
     assert block_problem(raw) is None
     assert block_problem(raw, GENESIS_HASH) is None
+
+
+def test_coinbase_value_of_genesis_is_50_btc() -> None:
+    raw = bytes.fromhex(GENESIS_BLOCK)
+    assert coinbase_value(raw) == 5_000_000_000
+    for cut in (80, 81, 200, 284):
+        with pytest.raises(BlockParseError):
+            coinbase_value(raw[:cut])
+
+
+def test_a_non_canonical_compact_size_does_not_parse() -> None:
+    raw = bytes.fromhex(GENESIS_BLOCK)
+    # The transaction count 1 written as fd0100: the node refuses such a block, and so does this.
+    wide = raw[:80] + bytes.fromhex("fd0100") + raw[81:]
+    assert "non-canonical" in (block_problem(wide) or "")
+    with pytest.raises(BlockParseError, match="non-canonical"):
+        coinbase_value(wide)
 
 
 @pytest.mark.parametrize("cut", [1, 4, 60, 200, 284])

@@ -11,6 +11,7 @@ from pool.consensus.script import bip34_height, push_data, push_int, script_num
 from pool.consensus.serialize import (
     display_to_internal,
     internal_to_display,
+    read_compact_size,
     ser_compact_size,
     ser_int32,
     ser_string,
@@ -59,25 +60,63 @@ def test_sha256d_genesis_coinbase_txid() -> None:
 # --- CompactSize and fixed-width integers ------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("n", "expected"),
-    [
-        (0, "00"),
-        (1, "01"),
-        (0xFC, "fc"),
-        (0xFD, "fdfd00"),
-        (0xFE, "fdfe00"),
-        (0xFF, "fdff00"),
-        (0x100, "fd0001"),
-        (0xFFFF, "fdffff"),
-        (0x10000, "fe00000100"),
-        (0xFFFFFFFF, "feffffffff"),
-        (0x100000000, "ff0000000001000000"),
-        (0xFFFFFFFFFFFFFFFF, "ffffffffffffffffff"),
-    ],
-)
+# Every width and both edges of each (Core's serialize.h encodings).
+COMPACT_SIZES = [
+    (0, "00"),
+    (1, "01"),
+    (0xFC, "fc"),
+    (0xFD, "fdfd00"),
+    (0xFE, "fdfe00"),
+    (0xFF, "fdff00"),
+    (0x100, "fd0001"),
+    (0xFFFF, "fdffff"),
+    (0x10000, "fe00000100"),
+    (0xFFFFFFFF, "feffffffff"),
+    (0x100000000, "ff0000000001000000"),
+    (0xFFFFFFFFFFFFFFFF, "ffffffffffffffffff"),
+]
+
+
+@pytest.mark.parametrize(("n", "expected"), COMPACT_SIZES)
 def test_ser_compact_size(n: int, expected: str) -> None:
     assert ser_compact_size(n).hex() == expected
+
+
+@pytest.mark.parametrize(("n", "encoded"), COMPACT_SIZES)
+def test_read_compact_size_reads_what_ser_writes(n: int, encoded: str) -> None:
+    raw = bytes.fromhex(encoded)
+    assert read_compact_size(raw, range_check=False) == (n, len(raw))
+    # Read in place: at an offset, with more data after it.
+    assert read_compact_size(b"\xaa\xbb" + raw + b"\xcc", 2, range_check=False) == (
+        n, 2 + len(raw)
+    )
+
+
+@pytest.mark.parametrize(
+    "encoded",
+    # Core's serialize_tests "noncanonical": a wider form than the number needs.
+    ["fd0000", "fdfc00", "fe00000000", "feffff0000", "ff0000000000000000", "ffffffff0100000000"],
+)
+def test_read_compact_size_refuses_non_canonical(encoded: str) -> None:
+    with pytest.raises(ValueError, match="non-canonical"):
+        read_compact_size(bytes.fromhex(encoded), range_check=False)
+
+
+def test_read_compact_size_range_check_is_core_max_size() -> None:
+    assert read_compact_size(bytes.fromhex("fe00000002")) == (0x02000000, 5)
+    with pytest.raises(ValueError, match="MAX_SIZE"):
+        read_compact_size(bytes.fromhex("fe01000002"))
+    with pytest.raises(ValueError, match="MAX_SIZE"):
+        read_compact_size(bytes.fromhex("ff0000000001000000"))
+    assert read_compact_size(bytes.fromhex("fe01000002"), range_check=False) == (0x02000001, 5)
+
+
+@pytest.mark.parametrize("encoded", ["", "fd", "fd01", "fe000001", "ff00000000010000"])
+def test_read_compact_size_truncated(encoded: str) -> None:
+    with pytest.raises(ValueError, match="truncated"):
+        read_compact_size(bytes.fromhex(encoded))
+    with pytest.raises(ValueError, match="truncated"):
+        read_compact_size(bytes.fromhex("00" + encoded), 1)
 
 
 def test_ser_compact_size_negative_raises() -> None:

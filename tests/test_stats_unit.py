@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import math
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,20 +14,24 @@ from typing import Any
 
 import pytest
 
-from pool.blocks import ACCEPTED, FoundBlock
+from pool.blocks import ACCEPTED, ORPHANED, PENDING, FoundBlock
 from pool.consensus.block import serialize_block
 from pool.consensus.coinbase import TxOut, add_witness_reserved_value, build_coinbase
 from pool.notify import Alert, webhook_request
 from pool.shares import ERR_DUPLICATE, ERR_STALE
 from pool.stats import (
+    MATURITY,
     SCHEMA_VERSION,
+    BlockRecord,
     Estimate,
     Stats,
     StatsError,
+    WorkerStats,
     coinbase_value,
     combine,
     estimate,
 )
+from pool.stats.confirmations import MAX_WATCHED, WATCH_ORPHANED_SECONDS, depth_change, watched
 
 T0 = 1_700_000_040.0  # a whole minute
 
@@ -259,3 +266,67 @@ async def test_load_drops_shareless_and_old_workers(tmp_path: Path) -> None:
     assert list(again.workers) == [keep.worker]
     await again.close()
     assert worker_rows(path) == [keep.worker]
+
+
+def test_a_worker_short_name_is_what_follows_its_address() -> None:
+    for name, short in [("bc1qa", ""), ("bc1qa.rig", "rig"), ("bc1qa_rig.2", "rig.2"),
+                        ("bc1qa._other", "_other")]:
+        assert WorkerStats(name, "bc1qa", T0).short_name == short
+
+
+def block_record(status: str, confirmations: int | None, found_at: float = T0) -> BlockRecord:
+    return BlockRecord("00" * 32, 100, found_at, "w", "a", None, status,
+                       in_best_chain=bool(confirmations and confirmations > 0),
+                       confirmations=confirmations)
+
+
+def test_depth_change_names_orphans_returns_and_maturity() -> None:
+    accepted = block_record(ACCEPTED, 5)
+    assert depth_change(accepted, -1) == "orphaned"
+    assert depth_change(accepted, 6) is None
+    assert depth_change(accepted, MATURITY) == "matured"
+    assert depth_change(block_record(ACCEPTED, MATURITY), MATURITY + 1) is None
+    assert depth_change(block_record(ORPHANED, -1), 3) == "back_in_chain"
+    assert depth_change(block_record(ORPHANED, -1), -1) is None
+    assert depth_change(block_record(PENDING, None), 1) is None
+
+
+def test_watched_blocks_are_the_unsettled_newest() -> None:
+    now = T0 + 2 * WATCH_ORPHANED_SECONDS
+    blocks = {
+        "pending": block_record(PENDING, None),
+        "young": block_record(ACCEPTED, 3),
+        "mature": block_record(ACCEPTED, MATURITY),
+        "old orphan": block_record(ORPHANED, -1),
+        "new orphan": block_record(ORPHANED, -1, found_at=now - 60),
+    }
+    assert [b for b in watched(blocks, now)] == [
+        blocks["pending"], blocks["young"], blocks["new orphan"]
+    ]
+    many = {str(i): block_record(PENDING, None, found_at=T0 + i) for i in range(3 * MAX_WATCHED)}
+    assert [b.found_at for b in watched(many, now)] == [
+        T0 + i for i in range(2 * MAX_WATCHED, 3 * MAX_WATCHED)
+    ]
+
+
+def test_stats_does_not_reach_up_to_the_stratum_side_or_the_app() -> None:
+    """Stats reads miners through pool.events; nothing in it imports the layers above it, not
+    even for type checking, and importing it loads none of them."""
+    higher = ("stratum", "app", "api", "metrics", "snapshot", "worker", "workers", "cli")
+    stats_dir = Path(__file__).resolve().parents[1] / "pool" / "stats"
+    for path in sorted(stats_dir.glob("*.py")):
+        for stmt in ast.walk(ast.parse(path.read_text())):
+            if isinstance(stmt, ast.ImportFrom) and stmt.level:
+                module = (stmt.module or "").split(".")[0]
+                assert module not in higher, f"{path.name} imports {stmt.module}"
+            elif isinstance(stmt, ast.Import | ast.ImportFrom):
+                names = [stmt.module or ""] if isinstance(stmt, ast.ImportFrom) else [
+                    a.name for a in stmt.names
+                ]
+                assert not any(n.startswith("pool.") for n in names), f"{path.name}: {names}"
+    program = "import sys, pool.stats; print(*(m for m in sys.modules if m.startswith('pool.')))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "pool.stats.tracker" in loaded
+    assert not [m for m in loaded if m.split(".")[1] in higher], loaded

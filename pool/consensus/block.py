@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 
 from .merkle import merkle_root
-from .serialize import internal_to_display, ser_compact_size, sha256d
+from .serialize import internal_to_display, read_compact_size, ser_compact_size, sha256d
 from .target import hash_to_int, nbits_to_target
 
 
@@ -50,16 +50,10 @@ class BlockParseError(ValueError):
 
 
 def _read_compact_size(raw: bytes, pos: int) -> tuple[int, int]:
-    if pos >= len(raw):
-        raise BlockParseError("truncated")
-    first = raw[pos]
-    width = {0xFD: 2, 0xFE: 4, 0xFF: 8}.get(first, 0)
-    if width == 0:
-        return first, pos + 1
-    end = pos + 1 + width
-    if end > len(raw):
-        raise BlockParseError("truncated")
-    return int.from_bytes(raw[pos + 1 : end], "little"), end
+    try:
+        return read_compact_size(raw, pos)
+    except ValueError as exc:
+        raise BlockParseError(str(exc)) from None
 
 
 def _skip(raw: bytes, pos: int, n: int) -> int:
@@ -68,8 +62,9 @@ def _skip(raw: bytes, pos: int, n: int) -> int:
     return pos + n
 
 
-def _read_transaction(raw: bytes, pos: int) -> tuple[bytes, int]:
-    """One transaction at `pos`: its txid (internal order) and where the next one starts."""
+def _read_transaction(raw: bytes, pos: int) -> tuple[bytes, int, int]:
+    """One transaction at `pos`: its txid (internal order), the sum of its outputs (satoshis)
+    and where the next one starts."""
     start = pos
     pos = _skip(raw, pos, 4)  # version
     segwit = raw[pos : pos + 2] == b"\x00\x01"
@@ -82,9 +77,11 @@ def _read_transaction(raw: bytes, pos: int) -> tuple[bytes, int]:
         length, pos = _read_compact_size(raw, pos)
         pos = _skip(raw, pos, length + 4)  # script, sequence
     outputs, pos = _read_compact_size(raw, pos)
+    value = 0
     for _ in range(outputs):
-        pos = _skip(raw, pos, 8)
-        length, pos = _read_compact_size(raw, pos)
+        amount_end = _skip(raw, pos, 8)
+        value += int.from_bytes(raw[pos:amount_end], "little")
+        length, pos = _read_compact_size(raw, amount_end)
         pos = _skip(raw, pos, length)
     body_end = pos
     if segwit:
@@ -95,26 +92,39 @@ def _read_transaction(raw: bytes, pos: int) -> tuple[bytes, int]:
                 pos = _skip(raw, pos, length)
     end = _skip(raw, pos, 4)  # lock time
     if not segwit:
-        return sha256d(raw[start:end]), end
+        return sha256d(raw[start:end]), value, end
     stripped = raw[start : start + 4] + raw[body_start:body_end] + raw[pos:end]
-    return sha256d(stripped), end
+    return sha256d(stripped), value, end
 
 
-def block_txids(raw: bytes) -> list[bytes]:
-    """The txids (internal byte order) of a serialized block; BlockParseError unless the bytes
-    are exactly one block."""
+def _first_transaction(raw: bytes) -> tuple[int, int]:
+    """A block's transaction count and where its first (the coinbase) starts."""
     if len(raw) < 81:
         raise BlockParseError("shorter than a header and a transaction count")
     count, pos = _read_compact_size(raw, 80)
     if count == 0:
         raise BlockParseError("no transactions")
+    return count, pos
+
+
+def block_txids(raw: bytes) -> list[bytes]:
+    """The txids (internal byte order) of a serialized block; BlockParseError unless the bytes
+    are exactly one block."""
+    count, pos = _first_transaction(raw)
     txids = []
     for _ in range(count):
-        txid, pos = _read_transaction(raw, pos)
+        txid, _, pos = _read_transaction(raw, pos)
         txids.append(txid)
     if pos != len(raw):
         raise BlockParseError(f"{len(raw) - pos} bytes after the last transaction")
     return txids
+
+
+def coinbase_value(raw: bytes) -> int:
+    """What a serialized block's coinbase pays (subsidy plus fees, satoshis); BlockParseError
+    unless its coinbase parses."""
+    _, pos = _first_transaction(raw)
+    return _read_transaction(raw, pos)[1]
 
 
 def block_problem(raw: bytes, expected_hash: str | None = None) -> str | None:

@@ -28,6 +28,34 @@ def ser_compact_size(n: int) -> bytes:
     return b"\xff" + struct.pack("<Q", n)
 
 
+# Core's MAX_SIZE: the largest length any serialized vector or string may state.
+MAX_SIZE = 0x02000000
+
+# CompactSize prefix byte -> (width of the number after it, smallest number that needs it).
+_WIDE = {0xFD: (2, 0xFD), 0xFE: (4, 0x10000), 0xFF: (8, 0x100000000)}
+
+
+def read_compact_size(data: bytes, pos: int = 0, range_check: bool = True) -> tuple[int, int]:
+    """The CompactSize at `pos` and the position after it, read as Core's ReadCompactSize does:
+    ValueError when it is truncated, when it is not in its shortest form (non-canonical, which
+    Core refuses) or, with `range_check` (Core's default), when it exceeds MAX_SIZE."""
+    if pos >= len(data):
+        raise ValueError("truncated")
+    first = data[pos]
+    if first not in _WIDE:
+        return first, pos + 1
+    width, smallest = _WIDE[first]
+    end = pos + 1 + width
+    if end > len(data):
+        raise ValueError("truncated")
+    n = int.from_bytes(data[pos + 1 : end], "little")
+    if n < smallest:
+        raise ValueError(f"non-canonical CompactSize {data[pos:end].hex()}")
+    if range_check and n > MAX_SIZE:
+        raise ValueError(f"CompactSize {n} exceeds MAX_SIZE")
+    return n, end
+
+
 def ser_uint32(n: int) -> bytes:
     return struct.pack("<I", n)
 
