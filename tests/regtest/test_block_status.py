@@ -18,11 +18,12 @@ from pathlib import Path
 
 from pool.app import Pool
 from pool.blocks import ACCEPTED
-from tests.conftest import pool_config
-from tests.faults_util import FaultProxy, mining_client, notifies, wait_for
-from tests.regtest import RegtestNode
-from tests.shares_util import find_nonce
-from tests.watch_util import api
+from tests.support.faults import FaultProxy, notifies, wait_for
+from tests.support.fixtures import pool_config
+from tests.support.node import RegtestNode
+from tests.support.shares import find_nonce
+from tests.support.stratum_client import mining_client
+from tests.support.watch import api
 
 CHECK_SECONDS = 2.0  # the confirmation checker's interval in this test
 SLACK = 15.0  # a loaded machine: RPC calls and the checker's own pass take time

@@ -11,10 +11,10 @@ from pool.blocks import ACCEPTED, PENDING, BlockSpool, FoundBlock
 from pool.consensus.address import address_to_script
 from pool.consensus.block import header_hash
 from pool.consensus.target import hash_to_int
-from tests.conftest import PoolFactory
-from tests.regtest import RegtestNode
-from tests.shares_util import find_nonce
-from tests.stratum_client import StratumTestClient
+from tests.support.fixtures import PoolFactory
+from tests.support.node import RegtestNode
+from tests.support.shares import find_nonce
+from tests.support.stratum_client import StratumTestClient
 
 
 async def wait_for(predicate: object, timeout: float = 20.0) -> None:

@@ -22,11 +22,8 @@ import json
 import os
 import resource
 import secrets
-import signal
 import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -37,8 +34,9 @@ from typing import Any
 import pytest
 
 from pool.consensus.address import encode_segwit_address
-from tests.conftest import PoolFactory
-from tests.regtest import REPO_DIR, RegtestNode, free_port
+from tests.support.fixtures import PoolFactory
+from tests.support.node import RegtestNode, free_port
+from tests.support.pool_process import PoolProcess, write_config
 
 CHURN = int(os.environ.get("BOUNDED_CHURN", "3000"))
 CONCURRENCY = 100
@@ -63,37 +61,6 @@ def rss(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
-
-
-def write_config(path: Path, node: RegtestNode, port: int, api_port: int, data: Path) -> None:
-    path.write_text(
-        f"""
-[node]
-rpc_url = "{node.rpc_url}"
-rpc_user = "{node.rpc_user}"
-rpc_password = "{node.rpc_password}"
-poll_seconds = 0.5
-# Each template keeps the jobs it made (one per payout address) for 8 templates: refreshed
-# every second, what the strangers' jobs held is released within the test.
-template_refresh_seconds = 1
-
-[stratum]
-host = "127.0.0.1"
-port = {port}
-start_difficulty = 0.0001
-min_difficulty = 0.00001
-max_connections_per_ip = 20000
-max_connections = 30000
-
-[pool]
-data_dir = "{data}"
-
-[api]
-host = "127.0.0.1"
-port = {api_port}
-"""
-    )
-    path.chmod(0o600)
 
 
 def raise_fd_limit() -> None:
@@ -252,19 +219,6 @@ def stored_workers(data: Path) -> int:
         return count
 
 
-async def wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    async with asyncio.timeout(BOUND):
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                await asyncio.sleep(0.1)
-                continue
-            writer.close()
-            return
-
-
 async def test_churn_and_name_flood_keep_the_pool_bounded(
     node: RegtestNode, tmp_path: Path
 ) -> None:
@@ -272,18 +226,19 @@ async def test_churn_and_name_flood_keep_the_pool_bounded(
     port, api_port = free_port(), free_port()
     data = tmp_path / "data"
     config = tmp_path / "solopool.toml"
-    write_config(config, node, port, api_port, data)
-    log = tmp_path / "pool.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SOLOPOOL_")}
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pool.cli", "--config", str(config)], cwd=REPO_DIR, env=env,
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-        )
+    write_config(
+        config, node, port, api_port=api_port, data_dir=data,
+        # Each template keeps the jobs it made (one per payout address) for 8 templates:
+        # refreshed every second, what the strangers' jobs held is released within the test.
+        node_options={"template_refresh_seconds": 1},
+        share_interval_seconds=10.0,  # the pool's default
+        max_connections_per_ip=20000, max_connections=30000,
+    )
+    proc = await PoolProcess.start(config)
     pinger: Pinger | None = None
     reader: ApiReader | None = None
     try:
-        await wait_listening(port, proc, log)
+        await proc.wait_listening(port, BOUND)
         reader = ApiReader(f"http://127.0.0.1:{api_port}")
         reader.fetch_all()  # everything the API imports and caches, before the baseline
         await churn(port, 200)  # and the buffers a busy pool keeps anyway
@@ -321,16 +276,14 @@ async def test_churn_and_name_flood_keep_the_pool_bounded(
             pinger.stop.set()
         if reader is not None:
             reader.stop.set()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+        if proc.running:
             try:
-                await asyncio.to_thread(proc.wait, BOUND)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                await proc.stop(BOUND)
+            except TimeoutError:
+                await proc.kill()
     # Nobody had a share accepted: nothing of theirs is stored, so the next start loads nothing.
     assert stored_workers(data) == 0
-    assert "stats: 0 worker(s)" in log.read_text()
+    assert "stats: 0 worker(s)" in proc.output
 
 
 async def test_bad_http_requests_get_4xx_and_one_log_line(

@@ -20,8 +20,9 @@ from pool.app import Pool
 from pool.cli import main
 from pool.config import default_cookie_file, load_config
 from pool.node.discovery import connectable, published_hashblock
-from tests.conftest import pool_config
-from tests.regtest import REPO_DIR, RegtestNode, free_port
+from tests.support.fixtures import pool_config
+from tests.support.node import RegtestNode, free_port
+from tests.support.paths import REPO_DIR
 
 MAINNET_ADDRESS = "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"
 

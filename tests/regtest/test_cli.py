@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.regtest import RegtestNode, free_port
+from tests.support.node import RegtestNode, free_port
+from tests.support.paths import REPO_DIR
 
 
 def run_solopool(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -191,7 +192,7 @@ def test_no_login_and_no_cookie(tmp_path: Path) -> None:
 def test_shipped_configs_parse(name: str) -> None:
     from pool.config import load_config
 
-    config = load_config(Path(__file__).parent.parent / "config" / name, environ={})
+    config = load_config(REPO_DIR / "config" / name, environ={})
     assert config.stratum.version_rolling_mask == 0x1FFFE000
     assert config.stratum.min_difficulty <= config.stratum.start_difficulty
 

@@ -22,8 +22,9 @@ import pytest
 
 from pool import __version__
 from pool.blocks import ACCEPTED
-from tests.regtest import REPO_DIR, RegtestNode, free_port
-from tests.test_mining_e2e import check_block_pays
+from tests.support.mining import check_block_pays
+from tests.support.node import RegtestNode, free_port
+from tests.support.paths import REPO_DIR
 
 # scripts/test.sh exports CONTAINER_SH after running its setup; ../shared is where CI puts it.
 CONTAINER_SH = Path(

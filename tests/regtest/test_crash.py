@@ -1,7 +1,8 @@
 """A pool killed at the worst moment loses no block.
 
-The real pool process runs through tests/pool_launcher.py with the fault kill-after-spool: it
-SIGKILLs itself right after a found block's spool file is fsynced and before `submitblock`.
+The real pool process runs through tests/support/pool_launcher.py with the fault
+kill-after-spool: it SIGKILLs itself right after a found block's spool file is fsynced and before
+`submitblock`.
 Started again without the fault, it submits the block at start-up; the node gets it and the
 spool file ends ACCEPTED.
 """
@@ -10,85 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from pool.blocks import ACCEPTED, PENDING
-from pool.consensus.serialize import internal_to_display, sha256d
-from tests.faults_util import mining_client, notifies, spooled, wait_for
-from tests.pool_launcher import KILL_AFTER_SPOOL
-from tests.regtest import REPO_DIR, RegtestNode, RPCError, free_port
-from tests.shares_util import find_nonce, header_for
-from tests.stratum_client import StratumTestClient
+from tests.support.faults import notifies, spooled, wait_for
+from tests.support.mining import known_to_node, mine_blocks
+from tests.support.node import RegtestNode, free_port
+from tests.support.pool_launcher import KILL_AFTER_SPOOL
+from tests.support.pool_process import PoolProcess, write_config
+from tests.support.shares import find_nonce
+from tests.support.stratum_client import mining_client
 
 BOUND = 20.0
-
-
-def write_config(
-    path: Path, node: RegtestNode, port: int, data_dir: Path, stratum_extra: str = "",
-    api_port: int | None = None,
-) -> None:
-    api = "enabled = false" if api_port is None else f'host = "127.0.0.1"\nport = {api_port}'
-    path.write_text(
-        f"""
-[node]
-rpc_url = "{node.rpc_url}"
-rpc_user = "{node.rpc_user}"
-rpc_password = "{node.rpc_password}"
-poll_seconds = 0.5
-
-[stratum]
-host = "127.0.0.1"
-port = {port}
-start_difficulty = 0.0001
-min_difficulty = 0.00001
-{stratum_extra}
-
-[pool]
-data_dir = "{data_dir}"
-
-[api]
-{api}
-"""
-    )
-    path.chmod(0o600)  # it holds the RPC password
-
-
-def start_pool_process(
-    config: Path, log: Path, fault: str | None, preexec_fn: Callable[[], None] | None = None
-) -> subprocess.Popen[bytes]:
-    """The real pool (`pool.cli.main`) in its own process, through the tests' launcher."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SOLOPOOL_")}
-    faults = [] if fault is None else ["--fault", fault]
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "tests.pool_launcher", *faults, "--", "--config", str(config)],
-            preexec_fn=preexec_fn,
-            cwd=REPO_DIR,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-async def wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    async with asyncio.timeout(BOUND):
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                await asyncio.sleep(0.1)
-                continue
-            writer.close()
-            return
+# The pool's default share interval: these tests mine only blocks.
+SHARE_INTERVAL = 10.0
 
 
 async def test_sigkill_after_spool_then_restart_submits(
@@ -99,12 +38,11 @@ async def test_sigkill_after_spool_then_restart_submits(
     port = free_port()
     data_dir = tmp_path / "data"
     config = tmp_path / "solopool.toml"
-    write_config(config, node, port, data_dir)
-    log = tmp_path / "pool.log"
+    write_config(config, node, port, data_dir=data_dir, share_interval_seconds=SHARE_INTERVAL)
 
-    proc = start_pool_process(config, log, KILL_AFTER_SPOOL)
+    proc = await PoolProcess.start(config, fault=KILL_AFTER_SPOOL)
     try:
-        await wait_listening(port, proc, log)
+        await proc.wait_listening(port, BOUND)
         user = node.new_address("bech32")
         client = await mining_client(port, user)
         notify = notifies(client)[-1]
@@ -112,20 +50,18 @@ async def test_sigkill_after_spool_then_restart_submits(
         nonce = find_nonce(notify, client.extranonce1, en2, meets=True)
         client.send("mining.submit", [user, notify[0], en2.hex(), notify[7], f"{nonce:08x}"])
         killed_at = time.monotonic()
-        code = await asyncio.to_thread(proc.wait, BOUND)
+        code = await proc.wait(BOUND)
         await client.close()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert code == -signal.SIGKILL, log.read_text()
-    assert "killing the pool with SIGKILL after spooling block" in log.read_text()
+        await proc.kill()
+    assert code == -signal.SIGKILL, proc.output
+    assert "killing the pool with SIGKILL after spooling block" in proc.output
     # On disk and fsynced; never submitted: the node has not seen it.
     [record] = spooled(data_dir)
     assert record["status"] == PENDING and record["height"] == 4
     assert node.rpc("getblockcount") == 3
 
-    proc = start_pool_process(config, log, None)
+    proc = await PoolProcess.start(config)
     try:
         await wait_for(lambda: spooled(data_dir)[0]["status"] == ACCEPTED, BOUND)
         print(f"FIGURE block accepted after the kill (incl. restart): "
@@ -135,58 +71,16 @@ async def test_sigkill_after_spool_then_restart_submits(
         assert record["in_best_chain"] is True and record["answers"] == {"node": "null"}
         coinbase = node.rpc("getblock", record["hash"], 2)["tx"][0]
         assert coinbase["vout"][0]["scriptPubKey"]["address"] == user
-        assert "resubmitting spooled block" in log.read_text()
-        await wait_listening(port, proc, log)
+        assert "resubmitting spooled block" in proc.output
+        await proc.wait_listening(port, BOUND)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(proc.wait, BOUND)
-    assert code == 0, log.read_text()
+        code = await proc.stop(BOUND)
+    assert code == 0, proc.output
 
 
 # --- a block storm under random SIGKILLs ---------------------------------------------------------
 
 STORM_KILLS = 12
-
-
-def known_to_node(node: RegtestNode, block_hash: str) -> bool:
-    try:
-        node.rpc("getblockheader", block_hash)
-    except RPCError:
-        return False
-    return True
-
-
-async def mine_blocks(
-    port: int, user: str, answered: list[str], seq: list[int], *,
-    client: StratumTestClient | None = None, until: int | None = None,
-) -> None:
-    """Submit blocks as fast as the pool sends work, recording every one answered `true`,
-    until the connection dies (the pool was killed) or `until` blocks are answered."""
-    if client is None:
-        try:
-            client = await mining_client(port, user)
-        except (OSError, TimeoutError):
-            return
-    try:
-        while until is None or len(answered) < until:
-            seen = len(client.notifications)
-            notify = notifies(client)[-1]
-            seq[0] += 1
-            en2 = seq[0].to_bytes(8, "big")
-            nonce = find_nonce(notify, client.extranonce1, en2, meets=True)
-            header = header_for(notify, client.extranonce1, en2, int(notify[7], 16), nonce)
-            block_hash = internal_to_display(sha256d(header))
-            reply = await client.request(
-                "mining.submit", [user, notify[0], en2.hex(), notify[7], f"{nonce:08x}"]
-            )
-            if reply["result"] is True:
-                answered.append(block_hash)
-            # The pool fetches a template on top of its own block: mine on that next.
-            await client.notification("mining.notify", timeout=BOUND, after=seen)
-    except (ConnectionError, OSError, TimeoutError):
-        return
-    finally:
-        await client.close()
 
 
 async def test_sigkill_at_random_moments_in_a_block_storm_loses_no_block(
@@ -200,38 +94,35 @@ async def test_sigkill_at_random_moments_in_a_block_storm_loses_no_block(
     port = free_port()
     data_dir = tmp_path / "data"
     config = tmp_path / "solopool.toml"
-    write_config(config, node, port, data_dir)
-    log = tmp_path / "pool.log"
+    write_config(config, node, port, data_dir=data_dir, share_interval_seconds=SHARE_INTERVAL)
     user = node.new_address("bech32")
     answered: list[str] = []
     seq = [0]
     rng = random.Random()
     for _ in range(STORM_KILLS):
-        proc = start_pool_process(config, log, None)
+        proc = await PoolProcess.start(config)
         try:
-            await wait_listening(port, proc, log)
-            storm = asyncio.create_task(mine_blocks(port, user, answered, seq))
+            await proc.wait_listening(port, BOUND)
+            storm = asyncio.create_task(mine_blocks(port, user, answered, seq, timeout=BOUND))
             await asyncio.sleep(rng.uniform(0.2, 1.2))  # the kill falls anywhere in the storm
-            assert proc.poll() is None, log.read_text()[-3000:]
+            assert proc.running, proc.output[-3000:]
         finally:
-            proc.kill()
-            proc.wait()
+            await proc.kill()
         await asyncio.wait_for(storm, BOUND)
-    assert len(answered) >= STORM_KILLS, log.read_text()[-3000:]
+    assert len(answered) >= STORM_KILLS, proc.output[-3000:]
     missing_before = sum(not known_to_node(node, h) for h in answered)
 
-    proc = start_pool_process(config, log, None)
+    proc = await PoolProcess.start(config)
     try:
         with contextlib.suppress(TimeoutError):
             await wait_for(lambda: all(known_to_node(node, h) for h in answered), 60)
         lost = [h for h in answered if not known_to_node(node, h)]
         assert not lost, f"{len(lost)} of {len(answered)} blocks answered true never reached " \
             f"the node: {lost}"
-        await wait_listening(port, proc, log)
+        await proc.wait_listening(port, BOUND)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(proc.wait, BOUND)
-    assert code == 0, log.read_text()[-3000:]
+        code = await proc.stop(BOUND)
+    assert code == 0, proc.output[-3000:]
     damaged = list((data_dir / "blocks" / "damaged").glob("*"))
     print(
         f"FIGURE storm: {STORM_KILLS} SIGKILLs, {len(answered)} blocks answered true, "

@@ -20,9 +20,9 @@ from pool.units import (
     format_one_in,
     format_probability,
 )
-from tests.conftest import PoolFactory
-from tests.regtest import RegtestNode
-from tests.watch_util import PINNED, Miner, api, wait_blocks_final
+from tests.support.fixtures import PoolFactory
+from tests.support.node import RegtestNode
+from tests.support.watch import PINNED, Miner, api, wait_blocks_final
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

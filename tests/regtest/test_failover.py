@@ -18,10 +18,10 @@ from pool.app import Pool
 from pool.blocks import ACCEPTED
 from pool.config import parse_config
 from pool.consensus.block import stratum_prevhash
-from tests.faults_util import FaultProxy, mining_client, notifies, spooled, wait_for
-from tests.regtest import RegtestNode
-from tests.shares_util import find_nonce
-from tests.stratum_client import StratumTestClient
+from tests.support.faults import FaultProxy, notifies, spooled, wait_for
+from tests.support.node import RegtestNode
+from tests.support.shares import find_nonce
+from tests.support.stratum_client import StratumTestClient, mining_client
 
 BOUND = 15.0
 P2P = ["-listen=1", "-bind=127.0.0.1"]  # RegtestNode starts with -listen=0; the last one wins

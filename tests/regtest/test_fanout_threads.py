@@ -11,13 +11,17 @@ import pytest
 
 from pool.stratum import server as stratum_server
 from pool.stratum.server import _send_direct
-from tests.conftest import PoolFactory
-from tests.regtest import RegtestNode, free_port
-from tests.shares_util import find_nonce
-from tests.stratum_client import StratumTestClient
-from tests.test_listeners import client_tls_context, connect
-from tests.test_stratum_regtest import last_notify, submit_params, wait_height
-from tests.test_workers import new_block_job
+from tests.support.fixtures import PoolFactory
+from tests.support.mining import new_block_job, wait_height
+from tests.support.node import RegtestNode, free_port
+from tests.support.shares import find_nonce
+from tests.support.stratum_client import (
+    StratumTestClient,
+    client_tls_context,
+    connect,
+    last_notify,
+    submit_params,
+)
 
 
 async def test_new_block_reaches_plain_and_tls_miners_from_two_threads(

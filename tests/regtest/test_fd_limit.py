@@ -12,36 +12,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import resource
-import signal
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from pool.fdlimit import connection_limit
-from tests.faults_util import mining_client, wait_for
-from tests.regtest import RegtestNode, free_port
-from tests.test_crash import (
-    BOUND,
-    known_to_node,
-    mine_blocks,
-    start_pool_process,
-    wait_listening,
-    write_config,
-)
+from tests.support.faults import wait_for
+from tests.support.mining import known_to_node, mine_blocks
+from tests.support.node import RegtestNode, free_port
+from tests.support.pool_process import PoolProcess, write_config
+from tests.support.stratum_client import mining_client
 
+BOUND = 20.0
+# The pool's default share interval: this test mines only blocks.
+SHARE_INTERVAL = 10.0
 SOFT = 256
 IDLE_CONNECTIONS = 400
 BLOCKS = 30
-
-
-def open_file_limit(soft: int, hard: int) -> Callable[[], None]:
-    def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
-    return apply
 
 
 Idle = list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
@@ -69,20 +57,22 @@ async def test_idle_crowd_under_ulimit_256_loses_no_block(
     port, api_port = free_port(), free_port()
     data_dir = tmp_path / "data"
     config = tmp_path / "solopool.toml"
-    write_config(config, node, port, data_dir, api_port=api_port)
-    log = tmp_path / "pool.log"
+    write_config(
+        config, node, port, data_dir=data_dir, api_port=api_port,
+        share_interval_seconds=SHARE_INTERVAL,
+    )
     user = node.new_address("bech32")
     answered: list[str] = []
-    proc = start_pool_process(config, log, None, preexec_fn=open_file_limit(SOFT, hard))
+    proc = await PoolProcess.start(config, open_files=(SOFT, hard))
     idle: Idle = []
     try:
-        await wait_listening(port, proc, log)
+        await proc.wait_listening(port, BOUND)
         miner = await mining_client(port, user)
         idle = await open_idle(port, IDLE_CONNECTIONS)
         await mine_blocks(port, user, answered, [0], client=miner, until=BLOCKS)
-        assert len(answered) == BLOCKS, log.read_text()[-3000:]
+        assert len(answered) == BLOCKS, proc.output[-3000:]
         await wait_for(lambda: all(known_to_node(node, h) for h in answered), 60)
-        assert proc.poll() is None, log.read_text()[-3000:]
+        assert proc.running, proc.output[-3000:]
         # The API answers and lists the blocks.
         body = await asyncio.to_thread(
             lambda: urllib.request.urlopen(f"http://127.0.0.1:{api_port}/api/blocks", timeout=10)
@@ -94,12 +84,12 @@ async def test_idle_crowd_under_ulimit_256_loses_no_block(
         if hard == SOFT:
             # 1 miner + the idle ones fill the limit; the rest were closed at accept.
             await wait_for(lambda: still_open(idle) == allowed - 1, BOUND)
-            text = log.read_text()
+            text = proc.output
             assert f"accepting at most {allowed} Stratum connections" in text
             assert "open-file limit allows" in text
         else:
             assert still_open(idle) == IDLE_CONNECTIONS
-        text = log.read_text()
+        text = proc.output
         assert "Too many open files" not in text and "never retrieved" not in text, text[-3000:]
         print(
             f"FIGURE ulimit -n {SOFT} (hard {hard}): {IDLE_CONNECTIONS} idle connections, "
@@ -108,6 +98,5 @@ async def test_idle_crowd_under_ulimit_256_loses_no_block(
     finally:
         for _, writer in idle:
             writer.close()
-        proc.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(proc.wait, BOUND)
-    assert code == 0, log.read_text()[-3000:]
+        code = await proc.stop(BOUND)
+    assert code == 0, proc.output[-3000:]

@@ -20,9 +20,9 @@ import pytest
 
 from pool.consensus.serialize import sha256d
 from pool.stratum.server import StratumServer
-from tests.conftest import PoolFactory
-from tests.regtest import RegtestNode
-from tests.shares_util import find_nonce, header_for
+from tests.support.fixtures import PoolFactory
+from tests.support.node import RegtestNode
+from tests.support.shares import find_nonce, header_for, increment_bitmask
 
 MASK = 0x1FFFE000
 HEX8 = re.compile(r"^[0-9a-f]{8}$")
@@ -136,18 +136,6 @@ def difficulty_line(value: int | float) -> bytes:
     return json.dumps(
         {"id": None, "method": "mining.set_difficulty", "params": [value]}, separators=(",", ":")
     ).encode()
-
-
-def increment_bitmask(value: int, mask: int) -> int:
-    """ESP-Miner's `increment_bitmask` (components/stratum/mining.c): the chip's version roll."""
-    if mask == 0:
-        return value
-    carry = (value & mask) + (mask & -mask)
-    overflow = carry & ~mask & 0xFFFFFFFF
-    new_value = (value & ~mask) | (carry & mask)
-    if overflow:
-        new_value = increment_bitmask(new_value, overflow << 1)
-    return new_value & 0xFFFFFFFF
 
 
 async def wait_best(node: RegtestNode, block_hash: str, timeout: float = 15.0) -> None:

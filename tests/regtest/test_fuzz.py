@@ -38,10 +38,9 @@ from hypothesis import strategies as st
 
 from pool.stratum.framing import LineFramer, LineTooLong
 from pool.stratum.session import DifficultyMemory, Session
-from tests.conftest import PoolFactory
-from tests.regtest import RegtestNode
-from tests.stratum_client import StratumTestClient
-from tests.test_session_unit import (
+from tests.support.fixtures import PoolFactory
+from tests.support.node import RegtestNode
+from tests.support.session_fakes import (
     ADDRESS,
     EXTRANONCE1,
     OTHER_ADDRESS,
@@ -49,6 +48,7 @@ from tests.test_session_unit import (
     FakeWriter,
     easy_gbt,
 )
+from tests.support.stratum_client import StratumTestClient
 
 COUNTS: Counter[str] = Counter()
 

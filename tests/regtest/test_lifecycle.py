@@ -8,129 +8,26 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import json
-import os
 import signal
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pool.blocks import ACCEPTED
-from tests.conftest import PoolFactory
-from tests.regtest import RegtestNode, free_port
-from tests.shares_util import find_nonce
-from tests.stratum_client import StratumTestClient
-
-
-class PoolProcess:
-    """`python -m pool.cli` as a person runs it, its output collected as it comes."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
-        self._reader = asyncio.create_task(self._read())
-
-    @classmethod
-    async def start(cls, config: Path, *args: str) -> PoolProcess:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "pool.cli", "--config", str(config), *args,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )
-        return cls(proc)
-
-    async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        while line := await self.proc.stdout.readline():
-            self.lines.append(line.decode(errors="replace"))
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    async def wait_log(self, text: str, timeout: float = 15, after: int = 0) -> str:
-        async with asyncio.timeout(timeout):
-            while True:
-                for line in self.lines[after:]:
-                    if text in line:
-                        return line
-                if self.proc.returncode is not None:
-                    raise AssertionError(f"pool exited; output:\n{self.output[-3000:]}")
-                await asyncio.sleep(0.05)
-
-    async def wait_listening(self, port: int, timeout: float = 30) -> None:
-        async with asyncio.timeout(timeout):
-            while True:
-                if self.proc.returncode is not None:
-                    raise AssertionError(f"pool exited; output:\n{self.output[-3000:]}")
-                try:
-                    _, writer = await asyncio.open_connection("127.0.0.1", port)
-                except OSError:
-                    await asyncio.sleep(0.1)
-                    continue
-                writer.close()
-                return
-
-    async def wait(self, timeout: float = 40) -> int:
-        async with asyncio.timeout(timeout):
-            code = await self.proc.wait()
-            await self._reader
-        return code
-
-    async def kill(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
-        self._reader.cancel()
-
-
-def write_config(
-    path: Path, node: RegtestNode, port: int, *, mode: int = 0o600, cookie: bool = False,
-    api_port: int | None = None, **stratum: Any,
-) -> Path:
-    if cookie:
-        auth = f'rpc_cookie_file = "{node.cookie_file}"\n'
-    else:
-        auth = f'rpc_user = "{node.rpc_user}"\nrpc_password = "{node.rpc_password}"\n'
-    table = {
-        "start_difficulty": 0.0001, "min_difficulty": 0.00001, "share_interval_seconds": 2,
-        **stratum,
-    }
-    lines = [
-        "[node]", f'rpc_url = "{node.rpc_url}"', auth, "poll_seconds = 0.5", "",
-        "[stratum]", 'host = "127.0.0.1"', f"port = {port}",
-        *(f"{key} = {json.dumps(value)}" for key, value in table.items()), "",
-        "[pool]", f'data_dir = "{path.parent / "data"}"', "",
-        "[api]",
-        "enabled = false" if api_port is None else f'enabled = true\nport = {api_port}', "",
-    ]
-    path.write_text("\n".join(lines))
-    os.chmod(path, mode)
-    return path
-
-
-async def mining_client(port: int, user: str) -> StratumTestClient:
-    client = await StratumTestClient.connect("127.0.0.1", port)
-    await client.handshake(user)
-    await client.notification("mining.notify")
-    return client
-
-
-async def closed_by_pool(client: StratumTestClient, timeout: float = 10) -> None:
-    async with asyncio.timeout(timeout):
-        while not client.closed:
-            await asyncio.sleep(0.02)
-
-
-def difficulties(client: StratumTestClient, after: int = 0) -> list[Any]:
-    return [
-        m["params"][0] for m in client.notifications[after:]
-        if m["method"] == "mining.set_difficulty"
-    ]
-
+from tests.support.fixtures import PoolFactory
+from tests.support.node import RegtestNode, free_port
+from tests.support.pool_process import PoolProcess, write_config
+from tests.support.shares import find_nonce
+from tests.support.stratum_client import (
+    StratumTestClient,
+    closed_by_pool,
+    difficulties,
+    mining_client,
+)
+from tests.support.watch import fetch
 
 # --- stop -----------------------------------------------------------------------------------------
 
@@ -366,14 +263,6 @@ async def test_reconnecting_worker_gets_its_difficulty_back(
 
 
 # --- secrets --------------------------------------------------------------------------------------
-
-
-def fetch(url: str) -> str:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return str(response.read().decode(errors="replace"))
-    except OSError as exc:  # includes HTTPError
-        return f"<{url}: {exc}>"
 
 
 @pytest.mark.parametrize("auth", ["password", "cookie"])

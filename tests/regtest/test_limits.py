@@ -18,10 +18,10 @@ import pytest
 
 from pool.stratum.server import MAX_PENDING_LINES, StratumProtocol
 from pool.stratum.session import DifficultyMemory, normalize_address
-from tests.conftest import PoolFactory
-from tests.regtest import RegtestNode
-from tests.shares_util import find_nonce
-from tests.stratum_client import StratumTestClient
+from tests.support.fixtures import PoolFactory
+from tests.support.node import RegtestNode
+from tests.support.shares import find_nonce
+from tests.support.stratum_client import StratumTestClient
 
 
 async def connect(port: int, local_host: str = "127.0.0.1") -> StratumTestClient:

@@ -3,21 +3,18 @@ certificate, each proven by a real client mining a block on a regtest node."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import ssl
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pool.config import ConfigError, parse_config
-from pool.consensus.serialize import sha256d
 from pool.stratum.tls import ensure_self_signed
-from tests.conftest import PoolFactory
-from tests.regtest import RegtestNode, free_port
-from tests.shares_util import find_nonce, header_for
-from tests.stratum_client import StratumTestClient
+from tests.support.fixtures import PoolFactory
+from tests.support.mining import mine_one_block
+from tests.support.node import RegtestNode, free_port
+from tests.support.stratum_client import StratumTestClient, client_tls_context, connect
 
 
 def ipv6_loopback() -> bool:
@@ -39,42 +36,6 @@ def free_port_v6() -> int:
     with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
         sock.bind(("::1", 0))
         return int(sock.getsockname()[1])
-
-
-def client_tls_context(cafile: Path | None = None) -> ssl.SSLContext:
-    if cafile is None:  # as most miners do: encrypt, do not verify
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
-    return ssl.create_default_context(cafile=str(cafile))
-
-
-async def connect(
-    host: str, port: int, tls: ssl.SSLContext | None = None, server_hostname: str | None = None
-) -> StratumTestClient:
-    reader, writer = await asyncio.open_connection(
-        host, port, ssl=tls, server_hostname=server_hostname if tls else None, limit=1 << 20
-    )
-    return StratumTestClient(reader, writer)
-
-
-async def mine_one_block(client: StratumTestClient, node: RegtestNode, user: str) -> str:
-    """Handshake, take the first job, submit a block, and wait until the node has it."""
-    await client.handshake(user)
-    notify = (await client.notification("mining.notify"))["params"]
-    en2 = bytes.fromhex("00000000000000aa")
-    nonce = find_nonce(notify, client.extranonce1, en2, meets=True)
-    header = header_for(notify, client.extranonce1, en2, int(notify[7], 16), nonce)
-    block_hash = sha256d(header)[::-1].hex()
-    res = await client.request(
-        "mining.submit", [user, notify[0], en2.hex(), notify[7], f"{nonce:08x}"]
-    )
-    assert res["result"] is True, res
-    async with asyncio.timeout(15):
-        while node.rpc("getbestblockhash") != block_hash:
-            await asyncio.sleep(0.05)
-    return block_hash
 
 
 def peer_of(client: StratumTestClient) -> Any:

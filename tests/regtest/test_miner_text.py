@@ -15,10 +15,11 @@ from aiohttp import web
 
 from pool.logsafety import MINER_TEXT_MAX, is_plain, miner_text
 from pool.stratum.session import UNPLAIN_USERNAME
-from tests.regtest import RegtestNode, free_port
-from tests.shares_util import find_nonce
-from tests.stratum_client import StratumTestClient
-from tests.test_lifecycle import PoolProcess, fetch, write_config
+from tests.support.node import RegtestNode, free_port
+from tests.support.pool_process import PoolProcess, write_config
+from tests.support.shares import find_nonce
+from tests.support.stratum_client import StratumTestClient
+from tests.support.watch import fetch
 
 # Characters that end, rewrite or hide a line in a terminal, a log viewer or a page.
 HOSTILE = [

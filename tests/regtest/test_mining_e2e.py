@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import sys
 from decimal import Decimal
-from typing import Any
 
 import pytest
 
 from pool.blocks import ACCEPTED
-from tests.conftest import PoolFactory
-from tests.regtest import RegtestNode
+from tests.support.fixtures import PoolFactory
+from tests.support.mining import check_block_pays
+from tests.support.node import RegtestNode
 
 
 async def run_miner(port: int, user: str, blocks: int, *extra: str) -> list[str]:
@@ -44,29 +44,6 @@ def in_best_chain(node: RegtestNode, hashes: list[str]) -> str:
     best = [h for h in hashes if node.rpc("getblockheader", h)["confirmations"] >= 1]
     assert len(best) == 1, hashes
     return best[0]
-
-
-def subsidy(height: int) -> Decimal:
-    """Regtest halves every 150 blocks."""
-    return Decimal(50 * 100_000_000 >> (height // 150)) / Decimal(100_000_000)
-
-
-def check_block_pays(node: RegtestNode, block_hash: str, address: str) -> dict[str, Any]:
-    """The block is in the best chain and its coinbase pays `address` all of subsidy + fees."""
-    block: dict[str, Any] = node.rpc("getblock", block_hash, 2)
-    assert block["confirmations"] >= 1
-    assert node.rpc("getblockhash", block["height"]) == block_hash
-    coinbase = block["tx"][0]
-    expected_script = node.rpc("validateaddress", address)["scriptPubKey"]
-    payout = coinbase["vout"][0]
-    assert payout["scriptPubKey"]["hex"] == expected_script
-    fees = sum((Decimal(str(tx["fee"])) for tx in block["tx"][1:]), Decimal(0))
-    assert Decimal(str(payout["value"])) == subsidy(block["height"]) + fees
-    # Every other output is the zero-value witness commitment.
-    for out in coinbase["vout"][1:]:
-        assert Decimal(str(out["value"])) == 0
-        assert out["scriptPubKey"]["hex"].startswith("6a24aa21a9ed")
-    return block
 
 
 def p2wsh_address(node: RegtestNode) -> str:

@@ -6,9 +6,9 @@ import asyncio
 import time
 
 from pool.consensus.block import stratum_prevhash
-from tests.conftest import PoolFactory
-from tests.regtest import RegtestNode
-from tests.stratum_client import StratumTestClient
+from tests.support.fixtures import PoolFactory
+from tests.support.node import RegtestNode
+from tests.support.stratum_client import StratumTestClient
 
 
 async def clean_job_after_external_block(node: RegtestNode, pool_port: int) -> float:

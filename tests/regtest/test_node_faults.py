@@ -22,18 +22,11 @@ from pool.app import Pool
 from pool.blocks import ACCEPTED
 from pool.consensus.block import stratum_prevhash
 from pool.node import NodeClient, NodeTimeout
-from tests.conftest import PoolFactory
-from tests.faults_util import (
-    IBD_MESSAGE,
-    FaultProxy,
-    errors_from,
-    mining_client,
-    notifies,
-    wait_for,
-)
-from tests.regtest import RegtestNode
-from tests.shares_util import find_nonce
-from tests.stratum_client import StratumTestClient
+from tests.support.faults import IBD_MESSAGE, FaultProxy, errors_from, notifies, wait_for
+from tests.support.fixtures import PoolFactory
+from tests.support.node import RegtestNode
+from tests.support.shares import find_nonce
+from tests.support.stratum_client import StratumTestClient, mining_client
 
 BOUND = 15.0  # seconds: generous upper bound for every detection/resume time
 SOURCE_LOG = pool.node.templates.log.name  # the template source logs node outages

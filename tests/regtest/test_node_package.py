@@ -18,7 +18,7 @@ from bitcoinrpc.authproxy import AuthServiceProxy
 import pool
 from pool.node import NodeClient
 from pool.node.proxy import RPCProxy
-from tests.regtest import RegtestNode
+from tests.support.node import RegtestNode
 
 POOL_DIR = Path(pool.__file__).parent
 NODE_MAY_IMPORT = ("pool.consensus", "pool.config", "pool.node")

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.conftest import PoolFactory
-from tests.regtest import RegtestNode
-from tests.shares_util import find_nonce
-from tests.stratum_client import StratumTestClient
+from tests.support.fixtures import PoolFactory
+from tests.support.node import RegtestNode
+from tests.support.shares import find_nonce
+from tests.support.stratum_client import StratumTestClient
 
 
 async def test_handshake_and_block(node: RegtestNode, start_pool: PoolFactory) -> None:

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.regtest import RegtestNode, RPCError, find_bitcoin_cli, find_bitcoind
+from tests.support.node import RegtestNode, RPCError, find_bitcoin_cli, find_bitcoind
 
 
 def _require_bitcoind() -> None:

@@ -3,39 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from pool.consensus.target import difficulty_to_target
-from tests.conftest import PoolFactory
-from tests.regtest import RegtestNode
-from tests.shares_util import find_nonce
-from tests.stratum_client import StratumTestClient
-
-
-async def wait_height(node: RegtestNode, height: int, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while node.rpc("getblockcount") < height:
-            await asyncio.sleep(0.05)
-
-
-async def mining_client(port: int, user: str, configure: bool = True) -> StratumTestClient:
-    client = await StratumTestClient.connect("127.0.0.1", port)
-    await client.handshake(user, configure=configure)
-    await client.notification("mining.notify")
-    return client
-
-
-def last_notify(client: StratumTestClient) -> list[Any]:
-    return [m for m in client.notifications if m["method"] == "mining.notify"][-1]["params"]
-
-
-def submit_params(
-    user: str, notify: list[Any], en2: bytes, nonce: int, version_bits: str | None = None
-) -> list[Any]:
-    params = [user, notify[0], en2.hex(), notify[7], f"{nonce:08x}"]
-    if version_bits is not None:
-        params.append(version_bits)
-    return params
+from tests.support.fixtures import PoolFactory
+from tests.support.mining import wait_height
+from tests.support.node import RegtestNode
+from tests.support.shares import find_nonce
+from tests.support.stratum_client import (
+    StratumTestClient,
+    last_notify,
+    mining_client,
+    submit_params,
+)
 
 
 async def test_share_errors_stale_duplicate_low(node: RegtestNode, start_pool: PoolFactory) -> None:

@@ -9,9 +9,10 @@ from typing import Any
 import yaml
 
 from pool.umbrel import REFRESH, four_stats
-from tests.conftest import PoolFactory
-from tests.regtest import REPO_DIR, RegtestNode
-from tests.watch_util import PINNED, Miner, api, wait_blocks_final
+from tests.support.fixtures import PoolFactory
+from tests.support.node import RegtestNode
+from tests.support.paths import REPO_DIR
+from tests.support.watch import PINNED, Miner, api, wait_blocks_final
 
 APP_DIR = REPO_DIR / "deploy" / "umbrel" / "solopool-pool"
 

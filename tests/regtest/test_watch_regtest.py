@@ -20,16 +20,9 @@ from aiohttp import web
 from pool.app import Pool
 from pool.blocks import ACCEPTED, ORPHANED
 from pool.config import NotifyConfig
-from tests.conftest import PoolFactory, pool_config
-from tests.regtest import RegtestNode, free_port
-from tests.watch_util import (
-    PINNED,
-    TINY,
-    Miner,
-    api,
-    api_status,
-    wait_blocks_final,
-)
+from tests.support.fixtures import PoolFactory, pool_config
+from tests.support.node import RegtestNode, free_port
+from tests.support.watch import PINNED, TINY, Miner, api, api_status, wait_blocks_final
 
 
 def worker_entry(workers: dict[str, Any], name: str) -> dict[str, Any]:

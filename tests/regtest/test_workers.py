@@ -18,12 +18,18 @@ import pytest
 from pool.app import Pool, StartupError
 from pool.config import ConfigError, parse_config
 from pool.workers import WorkerGroup, reserve_port
-from tests.conftest import PoolFactory
-from tests.regtest import RegtestNode, free_port
-from tests.shares_util import find_nonce
-from tests.stratum_client import StratumTestClient
-from tests.test_lifecycle import PoolProcess, closed_by_pool, write_config
-from tests.test_stratum_regtest import last_notify, mining_client, submit_params, wait_height
+from tests.support.fixtures import PoolFactory
+from tests.support.mining import new_block_job, wait_height
+from tests.support.node import RegtestNode, free_port
+from tests.support.pool_process import PoolProcess, write_config
+from tests.support.shares import find_nonce
+from tests.support.stratum_client import (
+    StratumTestClient,
+    closed_by_pool,
+    last_notify,
+    mining_client,
+    submit_params,
+)
 
 
 def group(pool: Pool) -> WorkerGroup:
@@ -54,16 +60,6 @@ def one_per_worker(clients: list[StratumTestClient]) -> list[StratumTestClient]:
     for c in clients:
         by_worker.setdefault(c.extranonce1[0], c)
     return [by_worker[k] for k in sorted(by_worker)]
-
-
-async def new_block_job(client: StratumTestClient, tip: str) -> None:
-    """Wait for the clean mining.notify that builds on block `tip`."""
-    prev = _stratum_prev(tip)
-    await eventually(lambda: any(
-        m["method"] == "mining.notify" and m["params"][8] is True
-        and bytes.fromhex(m["params"][1]) == prev
-        for m in client.notifications
-    ))
 
 
 def test_config_workers_bounds(tmp_path: Path) -> None:
@@ -116,12 +112,6 @@ async def test_workers_mine_blocks_and_report_shares(
     await eventually(lambda: sum(b.status == "accepted" for b in pool.stats.blocks.values()) == 2)
     for c in clients:
         await c.close()
-
-
-def _stratum_prev(display_hash: str) -> bytes:
-    from pool.consensus.block import stratum_prevhash
-
-    return bytes.fromhex(stratum_prevhash(display_hash))
 
 
 async def test_rejects_counted_in_main_process(node: RegtestNode, start_pool: PoolFactory) -> None:
@@ -198,7 +188,7 @@ async def test_stop_sends_reconnect_and_ends_workers(
 
 
 async def test_busy_port_is_a_clear_startup_error(node: RegtestNode, tmp_path: Path) -> None:
-    from tests.conftest import pool_config
+    from tests.support.fixtures import pool_config
 
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
@@ -321,7 +311,7 @@ async def test_api_and_metrics_show_every_workers_miners(
 ) -> None:
     import urllib.request
 
-    from tests.watch_util import api
+    from tests.support.watch import api
 
     pool = await start_pool(node, workers=2)
     address = node.new_address("bech32")
@@ -351,7 +341,7 @@ async def test_worker_that_cannot_start_is_a_startup_error_not_restarted(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     import pool.workers as workers_module
-    from tests.conftest import pool_config
+    from tests.support.fixtures import pool_config
 
     monkeypatch.setattr(workers_module.sys, "executable", "/bin/false")
     pool = Pool(pool_config(node, tmp_path / "data", None, workers=2))
@@ -371,7 +361,7 @@ async def test_worker_that_cannot_start_is_a_startup_error_not_restarted(
 async def test_reconnect_to_another_worker_gets_the_difficulty_back(
     node: RegtestNode, start_pool: PoolFactory
 ) -> None:
-    from tests.test_lifecycle import difficulties
+    from tests.support.stratum_client import difficulties
 
     pool = await start_pool(node, workers=2)
     port = pool.stratum.port
@@ -399,7 +389,8 @@ async def test_reconnect_to_another_worker_gets_the_difficulty_back(
 async def test_tls_port_served_by_the_workers(
     node: RegtestNode, start_pool: PoolFactory, tmp_path: Path
 ) -> None:
-    from tests.test_listeners import client_tls_context, connect, mine_one_block
+    from tests.support.mining import mine_one_block
+    from tests.support.stratum_client import client_tls_context, connect
 
     pool = await start_pool(node, data_dir=tmp_path / "tlsdata", workers=2, tls_port=free_port())
     assert (tmp_path / "tlsdata" / "tls" / "cert.pem").exists()  # made once, by the main process

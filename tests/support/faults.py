@@ -22,8 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tests.regtest import RegtestNode
-from tests.stratum_client import StratumTestClient
+from tests.support.node import RegtestNode
+from tests.support.stratum_client import StratumTestClient
 
 MAINNET_GENESIS = "000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f"
 IBD_MESSAGE = "Bitcoin Knots is in initial sync and waiting for blocks..."
@@ -143,13 +143,6 @@ async def wait_for(predicate: Callable[[], object], timeout: float = 20.0) -> fl
         while not predicate():
             await asyncio.sleep(0.05)
     return time.monotonic() - started
-
-
-async def mining_client(port: int, user: str) -> StratumTestClient:
-    client = await StratumTestClient.connect("127.0.0.1", port)
-    await client.handshake(user)
-    await client.notification("mining.notify")
-    return client
 
 
 def notifies(client: StratumTestClient) -> list[list[Any]]:

@@ -5,7 +5,7 @@ tests can set up chain state independently of the pool's own RPC adapter.
 
 Usage::
 
-    from tests.regtest import RegtestNode
+    from tests.support.node import RegtestNode
 
     with RegtestNode() as node:
         node.create_wallet()
@@ -40,6 +40,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
+from tests.support.paths import REPO_DIR
+
 __all__ = [
     "REPO_DIR",
     "RPCError",
@@ -48,8 +50,6 @@ __all__ = [
     "find_bitcoind",
     "free_port",
 ]
-
-REPO_DIR = Path(__file__).resolve().parent.parent
 
 ADDRESS_TYPES = ("legacy", "p2sh-segwit", "bech32", "bech32m")
 

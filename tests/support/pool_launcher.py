@@ -1,7 +1,7 @@
 """Runs the real pool (`pool.cli.main`) with a fault injected from the tests' side, so the
-product carries no test hooks:
+product carries no test hooks (tests start it through `PoolProcess.start(..., fault=...)`):
 
-    python -m tests.pool_launcher --fault kill-after-spool -- --config FILE
+    python -m tests.support.pool_launcher --fault kill-after-spool -- --config FILE
 
 kill-after-spool: the pool SIGKILLs itself right after a newly found block's spool file is
 fsynced (and before `submitblock`, and before the miner's answer).
@@ -28,7 +28,7 @@ def install_kill_after_spool() -> None:
     def write_then_die(self: BlockSpool, block: FoundBlock) -> object:
         path = write(self, block)
         if block.status == PENDING and block.attempts == 0:
-            logging.getLogger("tests.pool_launcher").critical(
+            logging.getLogger("tests.support.pool_launcher").critical(
                 "%s: killing the pool with SIGKILL after spooling block %s",
                 KILL_AFTER_SPOOL, block.hash,
             )
@@ -41,7 +41,7 @@ def install_kill_after_spool() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.pool_launcher")
+    parser = argparse.ArgumentParser(prog="python -m tests.support.pool_launcher")
     parser.add_argument("--fault", choices=FAULTS, default=None)
     parser.add_argument("pool_args", nargs=argparse.REMAINDER, help="-- then solopool's args")
     args = parser.parse_args(argv)

@@ -1,4 +1,5 @@
-"""Test-side share construction from a mining.notify, using only the consensus helpers."""
+"""Test-side share construction from a mining.notify, using only the consensus helpers; and the
+version roll ESP-Miner firmware does."""
 
 from __future__ import annotations
 
@@ -40,3 +41,15 @@ def find_nonce(
         if (h <= target) == meets:
             return nonce
     raise AssertionError("no nonce found")
+
+
+def increment_bitmask(value: int, mask: int) -> int:
+    """ESP-Miner's `increment_bitmask` (components/stratum/mining.c): the chip's version roll."""
+    if mask == 0:
+        return value
+    carry = (value & mask) + (mask & -mask)
+    overflow = carry & ~mask & 0xFFFFFFFF
+    new_value = (value & ~mask) | (carry & mask)
+    if overflow:
+        new_value = increment_bitmask(new_value, overflow << 1)
+    return new_value & 0xFFFFFFFF

@@ -1,10 +1,13 @@
-"""A plain Stratum V1 test client: raw lines out, replies matched by id, notifications queued."""
+"""A plain Stratum V1 test client: raw lines out, replies matched by id, notifications queued;
+and helpers to connect it (plain or TLS) and read what the pool sent it."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import json
+import ssl
+from pathlib import Path
 from typing import Any
 
 
@@ -106,3 +109,55 @@ class StratumTestClient:
             await self.writer.wait_closed()
         except (ConnectionError, OSError):
             pass
+
+
+async def mining_client(port: int, user: str, configure: bool = True) -> StratumTestClient:
+    """Connected, subscribed, authorized as `user`, and holding its first job."""
+    client = await StratumTestClient.connect("127.0.0.1", port)
+    await client.handshake(user, configure=configure)
+    await client.notification("mining.notify")
+    return client
+
+
+def last_notify(client: StratumTestClient) -> list[Any]:
+    return [m for m in client.notifications if m["method"] == "mining.notify"][-1]["params"]
+
+
+def submit_params(
+    user: str, notify: list[Any], en2: bytes, nonce: int, version_bits: str | None = None
+) -> list[Any]:
+    params = [user, notify[0], en2.hex(), notify[7], f"{nonce:08x}"]
+    if version_bits is not None:
+        params.append(version_bits)
+    return params
+
+
+async def closed_by_pool(client: StratumTestClient, timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):
+        while not client.closed:
+            await asyncio.sleep(0.02)
+
+
+def difficulties(client: StratumTestClient, after: int = 0) -> list[Any]:
+    return [
+        m["params"][0] for m in client.notifications[after:]
+        if m["method"] == "mining.set_difficulty"
+    ]
+
+
+def client_tls_context(cafile: Path | None = None) -> ssl.SSLContext:
+    if cafile is None:  # as most miners do: encrypt, do not verify
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=str(cafile))
+
+
+async def connect(
+    host: str, port: int, tls: ssl.SSLContext | None = None, server_hostname: str | None = None
+) -> StratumTestClient:
+    reader, writer = await asyncio.open_connection(
+        host, port, ssl=tls, server_hostname=server_hostname if tls else None, limit=1 << 20
+    )
+    return StratumTestClient(reader, writer)

@@ -1,5 +1,5 @@
-"""Helpers for the stats/API tests: a Stratum test miner whose every share is known, and a JSON
-getter for the pool's API."""
+"""Helpers for the stats/API tests: a Stratum test miner whose every share is known, and JSON and
+text getters for the pool's API."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any
 from pool.app import Pool
 from pool.consensus.serialize import sha256d
 from pool.consensus.target import hash_difficulty
-from tests.shares_util import find_nonce, header_for
-from tests.stratum_client import StratumTestClient
+from tests.support.shares import find_nonce, header_for
+from tests.support.stratum_client import StratumTestClient
 
 # Below regtest's network difficulty (4.66e-10) every hash meets the share target, so a test can
 # choose whether each share is a block (about every other hash) or not.
@@ -99,3 +99,11 @@ async def wait_blocks_final(pool: Pool, count: int, timeout: float = 10.0) -> No
             b.status == "pending" for b in pool.stats.blocks.values()
         ):
             await asyncio.sleep(0.02)
+
+
+def fetch(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return str(response.read().decode(errors="replace"))
+    except OSError as exc:  # includes HTTPError
+        return f"<{url}: {exc}>"

@@ -40,9 +40,10 @@ from solopool_tools.bench.runs import (
     run_fanout,
     run_submit,
 )
-from tests.regtest import RegtestNode
+from tests.support.node import RegtestNode
+from tests.support.paths import DATA_DIR
 
-TEMPLATE = Path(__file__).parent / "data" / "gbt_mainnet.json"
+TEMPLATE = DATA_DIR / "gbt_mainnet.json"
 RPC_USER = "bench"
 RPC_PASSWORD = "bench-password"
 MAINNET_ADDRESS = "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"
@@ -148,7 +149,7 @@ def test_extra_transactions_keep_the_template_consistent() -> None:
 
 
 async def test_fake_node_command_serves_until_told_to_stop(tmp_path: Path) -> None:
-    from tests.regtest import free_port
+    from tests.support.node import free_port
 
     port = free_port()
     proc = await asyncio.create_subprocess_exec(

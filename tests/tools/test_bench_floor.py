@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 from pool.consensus.target import nbits_to_target
 from solopool_tools.bench.floor import mainnet_notify, send_floor, serve_echo
 from solopool_tools.bench.report import table
 from solopool_tools.bench.runs import SubmitSettings, run_submit
-from tests.regtest import free_port
+from tests.support.node import free_port
+from tests.support.paths import DATA_DIR
 
-TEMPLATE = Path(__file__).parent / "data" / "gbt_mainnet.json"
+TEMPLATE = DATA_DIR / "gbt_mainnet.json"
 
 
 def test_echo_pool_job_is_the_templates() -> None:

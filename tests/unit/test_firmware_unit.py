@@ -13,11 +13,11 @@ import pytest
 from pool.consensus.serialize import sha256d
 from pool.jobs import NERDMINER_DOCUMENT_BYTES, JobManager, Template
 from pool.stratum.session import fractional_difficulty_ok
-from tests.test_firmware_replay import MASK, increment_bitmask
-from tests.test_session_unit import (
+from tests.support.session_fakes import (
     ADDRESS,
     ADDRESS_SCRIPT,
     EXTRANONCE1,
+    MASK,
     OTHER_ADDRESS,
     TINY,
     FakePool,
@@ -26,6 +26,7 @@ from tests.test_session_unit import (
     load_gbt,
     meets,
 )
+from tests.support.shares import increment_bitmask
 
 # --- no two jobs give one header ---------------------------------------------------------------
 

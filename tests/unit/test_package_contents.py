@@ -10,7 +10,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from tests.regtest import REPO_DIR
+from tests.support.paths import REPO_DIR
 
 # Local state that is not part of the source tree (venvs, caches, build output, runtime data).
 NOT_SOURCE = (

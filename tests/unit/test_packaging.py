@@ -23,7 +23,7 @@ import yaml
 
 from pool import __version__
 from pool.config import apply_environment, load_config, parse_config
-from tests.regtest import REPO_DIR
+from tests.support.paths import REPO_DIR
 
 DOCKERFILE = REPO_DIR / "Dockerfile"
 COMPOSE = REPO_DIR / "docker-compose.example.yml"
