@@ -3,7 +3,6 @@
 the mainnet template from `tests/data/gbt_mainnet.json` (block 840,000, nbits 17034219) with
 helpers to find shares and blocks on it."""
 
-
 from __future__ import annotations
 
 import hashlib
