@@ -21,7 +21,7 @@ fi
 command -v chromium >/dev/null 2>&1 \
     || (apt-get update && apt-get install -y --no-install-recommends chromium)
 
-# Podman and a local python:3.11-slim stand-in for tests/test_container.py (public image
+# Podman and a local python:3.11-slim stand-in for tests/regtest/test_container.py (public image
 # registries are unreachable here). container.sh lives in the shared folder beside the project.
 CONTAINER_SH=${CONTAINER_SH:-../shared/tools/container.sh}
 if [ ! -f "$CONTAINER_SH" ]; then
