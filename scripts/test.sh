@@ -21,6 +21,11 @@ fi
 command -v chromium >/dev/null 2>&1 \
     || (apt-get update && apt-get install -y --no-install-recommends chromium)
 
+# gcc and OpenSSL's headers build the Bitaxe firmware's SV2 client (tests/regtest/test_sv2_firmware.py
+# builds ../shared/peers/sv2-miner into .cache/sv2-miner).
+{ command -v gcc >/dev/null 2>&1 && [ -f /usr/include/openssl/evp.h ]; } \
+    || (apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev libssl-dev)
+
 # Podman and a local python:3.11-slim stand-in for tests/regtest/test_container.py (public image
 # registries are unreachable here). container.sh lives in the shared folder beside the project.
 CONTAINER_SH=${CONTAINER_SH:-../shared/tools/container.sh}

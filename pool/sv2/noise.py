@@ -1,0 +1,307 @@
+"""Noise_NX_Secp256k1+EllSwift_ChaChaPoly_SHA256, as Stratum V2 uses it, and the encrypted
+framing after it. Sans I/O: callers move the bytes.
+
+Handshake (the pool is the responder):
+  -> e                                           64 bytes, initiator's ElligatorSwift key
+  <- e, ee, s, es, SIGNATURE_NOISE_MESSAGE        64 + (64+16) + (74+16) = 234 bytes
+Then each frame is its 6-byte header encrypted alone (22 bytes) followed by the payload,
+encrypted in chunks of at most 65,519 bytes (65,535 with the tag); the header carries the
+plaintext payload length. Nonces count up from 0 in each direction and SV2 has no rekey.
+
+ECDH is BIP324's x-only ElligatorSwift ECDH (libsecp256k1 via coincurve), whose hash takes the
+initiator's encoding first: the responder is party 1. ChaCha20-Poly1305 and HKDF come from
+`cryptography`. Everything received that is wrong raises a subclass of `Sv2DecodeError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from coincurve._libsecp256k1 import ffi, lib
+from coincurve.context import GLOBAL_CONTEXT
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from pool.consensus.serialize import sha256
+from pool.sv2.certificate import SIGNATURE_NOISE_MESSAGE_SIZE, SignatureNoiseMessage, new_secret_key
+from pool.sv2.codec import (
+    HEADER_SIZE,
+    MAX_INBOUND_PAYLOAD,
+    FrameHeader,
+    Message,
+    Sv2DecodeError,
+)
+
+PROTOCOL_NAME = b"Noise_NX_Secp256k1+EllSwift_ChaChaPoly_SHA256"
+KEY_SIZE = 64  # an ElligatorSwift public key
+MAC_SIZE = 16
+ACT1_SIZE = KEY_SIZE
+ACT2_SIZE = KEY_SIZE + KEY_SIZE + MAC_SIZE + SIGNATURE_NOISE_MESSAGE_SIZE + MAC_SIZE  # 234
+ENCRYPTED_HEADER_SIZE = HEADER_SIZE + MAC_SIZE  # 22
+MAX_CHUNK_CIPHERTEXT = 65535
+MAX_CHUNK_PLAINTEXT = MAX_CHUNK_CIPHERTEXT - MAC_SIZE
+_NONCE_LIMIT = (1 << 64) - 1  # Noise reserves the last nonce
+
+
+class HandshakeError(Sv2DecodeError):
+    """The handshake failed: wrong length, bad tag, or a certificate the authority did not sign."""
+
+
+class DecryptionError(Sv2DecodeError):
+    """A transport message failed authentication (tampered, out of order, or garbage)."""
+
+
+# --- secp256k1 ElligatorSwift -------------------------------------------------------------------
+
+_CTX: Any = GLOBAL_CONTEXT.ctx
+
+
+def ellswift_create(secret: bytes) -> bytes:
+    """The 64-byte ElligatorSwift encoding of secret's public key (randomised; any is valid)."""
+    out = ffi.new("unsigned char[64]")
+    if not lib.secp256k1_ellswift_create(_CTX, out, secret, os.urandom(32)):
+        raise ValueError("invalid secret key")
+    return bytes(ffi.buffer(out, 64))
+
+
+def ellswift_ecdh(ours: bytes, theirs: bytes, secret: bytes, initiator: bool) -> bytes:
+    """BIP324 x-only ECDH. Every 64-byte string decodes to a curve point, so garbage never fails
+    here: it only yields a secret the other side does not share."""
+    out = ffi.new("unsigned char[32]")
+    ell_a, ell_b = (ours, theirs) if initiator else (theirs, ours)
+    ok = lib.secp256k1_ellswift_xdh(
+        _CTX, out, ell_a, ell_b, secret, 0 if initiator else 1,
+        lib.secp256k1_ellswift_xdh_hash_function_bip324, ffi.NULL,
+    )  # fmt: skip
+    if not ok:
+        raise HandshakeError("ElligatorSwift ECDH failed")
+    return bytes(ffi.buffer(out, 32))
+
+
+def ellswift_xonly(encoded: bytes) -> bytes:
+    """The 32-byte x-only key (BIP340) an ElligatorSwift encoding stands for."""
+    pubkey = ffi.new("secp256k1_pubkey *")
+    xonly = ffi.new("secp256k1_xonly_pubkey *")
+    out = ffi.new("unsigned char[32]")
+    if not (
+        lib.secp256k1_ellswift_decode(_CTX, pubkey, encoded)
+        and lib.secp256k1_xonly_pubkey_from_pubkey(_CTX, xonly, ffi.NULL, pubkey)
+        and lib.secp256k1_xonly_pubkey_serialize(_CTX, out, xonly)
+    ):
+        raise HandshakeError("cannot decode ElligatorSwift key")
+    return bytes(ffi.buffer(out, 32))
+
+
+# --- Noise primitives ---------------------------------------------------------------------------
+
+
+class CipherState:
+    """ChaCha20-Poly1305 with a 64-bit counter nonce (4 zero bytes, then the counter LE)."""
+
+    __slots__ = ("_aead", "nonce")
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = ChaCha20Poly1305(key)
+        self.nonce = 0
+
+    def _next_nonce(self) -> bytes:
+        if self.nonce >= _NONCE_LIMIT:
+            raise DecryptionError("Noise nonce exhausted: the connection must be reopened")
+        nonce = b"\0\0\0\0" + self.nonce.to_bytes(8, "little")
+        self.nonce += 1
+        return nonce
+
+    def encrypt(self, plaintext: bytes, ad: bytes = b"") -> bytes:
+        return self._aead.encrypt(self._next_nonce(), plaintext, ad)
+
+    def decrypt(self, ciphertext: bytes, ad: bytes = b"") -> bytes:
+        nonce = self._next_nonce()
+        try:
+            return self._aead.decrypt(nonce, ciphertext, ad)
+        except InvalidTag:
+            self.nonce -= 1  # as Noise says: a failed decryption does not use up the nonce
+            raise DecryptionError("decryption failed (bad tag)") from None
+
+
+def hkdf2(chaining_key: bytes, ikm: bytes) -> tuple[bytes, bytes]:
+    """Noise's HKDF with two outputs: RFC 5869 with salt = ck, empty info."""
+    out = HKDF(algorithm=SHA256(), length=64, salt=chaining_key, info=b"").derive(ikm)
+    return out[:32], out[32:]
+
+
+class _SymmetricState:
+    def __init__(self) -> None:
+        self.h = sha256(PROTOCOL_NAME)  # longer than 32 bytes: hashed
+        self.ck = self.h
+        self.mix_hash(b"")  # the empty prologue
+        self.cipher: CipherState | None = None
+
+    def mix_hash(self, data: bytes) -> None:
+        self.h = sha256(self.h + data)
+
+    def mix_key(self, ikm: bytes) -> None:
+        self.ck, temp_k = hkdf2(self.ck, ikm)
+        self.cipher = CipherState(temp_k)
+
+    def encrypt_and_hash(self, plaintext: bytes) -> bytes:
+        ciphertext = plaintext if self.cipher is None else self.cipher.encrypt(plaintext, self.h)
+        self.mix_hash(ciphertext)
+        return ciphertext
+
+    def decrypt_and_hash(self, ciphertext: bytes) -> bytes:
+        if self.cipher is None:
+            plaintext = ciphertext
+        else:
+            try:
+                plaintext = self.cipher.decrypt(ciphertext, self.h)
+            except DecryptionError:
+                raise HandshakeError("handshake message failed authentication") from None
+        self.mix_hash(ciphertext)
+        return plaintext
+
+    def split(self) -> tuple[CipherState, CipherState]:
+        """(initiator -> responder, responder -> initiator)."""
+        k1, k2 = hkdf2(self.ck, b"")
+        return CipherState(k1), CipherState(k2)
+
+
+# --- the handshake ------------------------------------------------------------------------------
+
+
+def respond(act1: bytes, static_secret: bytes, certificate: SignatureNoiseMessage) -> tuple[
+    bytes, NoiseSession
+]:
+    """The pool's side: the initiator's 64 bytes in -> the 234-byte reply and the session."""
+    if len(act1) != ACT1_SIZE:
+        raise HandshakeError(f"handshake: expected {ACT1_SIZE} bytes, got {len(act1)}")
+    state = _SymmetricState()
+    re = bytes(act1)
+    state.mix_hash(re)
+    state.decrypt_and_hash(b"")  # the empty payload after e (no key yet: a MixHash)
+    e_secret = new_secret_key()
+    e_pub = ellswift_create(e_secret)
+    s_pub = ellswift_create(static_secret)
+    state.mix_hash(e_pub)
+    state.mix_key(ellswift_ecdh(e_pub, re, e_secret, initiator=False))
+    encrypted_static = state.encrypt_and_hash(s_pub)
+    state.mix_key(ellswift_ecdh(s_pub, re, static_secret, initiator=False))
+    encrypted_certificate = state.encrypt_and_hash(certificate.encode())
+    to_responder, to_initiator = state.split()
+    reply = e_pub + encrypted_static + encrypted_certificate
+    return reply, NoiseSession(send=to_initiator, recv=to_responder)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServerHello:
+    """What the initiator learnt: the server's static key and its certificate."""
+
+    server_xonly: bytes
+    certificate: SignatureNoiseMessage
+
+
+class Initiator:
+    """The miner's side (tests and the bench): `act1()`, then `finish(reply)`.
+
+    With `authority_xonly`, `finish` checks that the authority signed the server's key, as the
+    firmware does; `now` adds the validity-time check the firmware skips.
+    """
+
+    def __init__(self, authority_xonly: bytes | None = None, now: int | None = None) -> None:
+        self.authority_xonly = authority_xonly
+        self.now = now
+        self._state = _SymmetricState()
+        self._e_secret = new_secret_key()
+        self._e_pub = ellswift_create(self._e_secret)
+
+    def act1(self) -> bytes:
+        self._state.mix_hash(self._e_pub)
+        self._state.encrypt_and_hash(b"")
+        return self._e_pub
+
+    def finish(self, reply: bytes) -> tuple[NoiseSession, ServerHello]:
+        if len(reply) != ACT2_SIZE:
+            raise HandshakeError(f"handshake: expected {ACT2_SIZE} bytes, got {len(reply)}")
+        state = self._state
+        re = reply[:KEY_SIZE]
+        state.mix_hash(re)
+        state.mix_key(ellswift_ecdh(self._e_pub, re, self._e_secret, initiator=True))
+        rs = state.decrypt_and_hash(reply[KEY_SIZE : 2 * KEY_SIZE + MAC_SIZE])
+        state.mix_key(ellswift_ecdh(self._e_pub, rs, self._e_secret, initiator=True))
+        certificate = SignatureNoiseMessage.decode(
+            state.decrypt_and_hash(reply[2 * KEY_SIZE + MAC_SIZE :])
+        )
+        server_xonly = ellswift_xonly(rs)
+        if self.authority_xonly is not None and not certificate.verify(
+            server_xonly, self.authority_xonly, self.now
+        ):
+            raise HandshakeError("the server's certificate is not signed by the authority key")
+        to_responder, to_initiator = state.split()
+        return NoiseSession(send=to_responder, recv=to_initiator), ServerHello(
+            server_xonly, certificate
+        )
+
+
+# --- transport ----------------------------------------------------------------------------------
+
+
+def ciphertext_length(plaintext_length: int) -> int:
+    """Bytes on the wire for a payload: 65,519-byte chunks, each with a 16-byte tag."""
+    full, rest = divmod(plaintext_length, MAX_CHUNK_PLAINTEXT)
+    return full * MAX_CHUNK_CIPHERTEXT + (rest + MAC_SIZE if rest else 0)
+
+
+class NoiseSession:
+    """Both directions after the handshake. `encrypt_*` for sending; `feed` for receiving:
+    bytes in any chunking -> the whole frames they complete, as (header, payload)."""
+
+    def __init__(
+        self, send: CipherState, recv: CipherState, max_payload: int = MAX_INBOUND_PAYLOAD
+    ) -> None:
+        self.send = send
+        self.recv = recv
+        self.max_payload = max_payload
+        self._buffer = bytearray()
+        self._header: FrameHeader | None = None
+
+    def encrypt_frame(self, frame: bytes) -> bytes:
+        """A plaintext frame (header + payload, as `Message.encode_frame` gives) -> wire bytes."""
+        parts = [self.send.encrypt(frame[:HEADER_SIZE])]
+        payload = memoryview(frame)[HEADER_SIZE:]
+        for start in range(0, len(payload), MAX_CHUNK_PLAINTEXT):
+            parts.append(self.send.encrypt(bytes(payload[start : start + MAX_CHUNK_PLAINTEXT])))
+        return b"".join(parts)
+
+    def encrypt_message(self, message: Message) -> bytes:
+        return self.encrypt_frame(message.encode_frame())
+
+    def feed(self, data: bytes) -> list[tuple[FrameHeader, bytes]]:
+        """Frames completed by `data`. Raises DecryptionError or Sv2DecodeError (oversized
+        length) on the first bad frame; the connection is then unusable."""
+        self._buffer += data
+        frames: list[tuple[FrameHeader, bytes]] = []
+        while True:
+            if self._header is None:
+                if len(self._buffer) < ENCRYPTED_HEADER_SIZE:
+                    return frames
+                raw = self.recv.decrypt(bytes(self._buffer[:ENCRYPTED_HEADER_SIZE]))
+                del self._buffer[:ENCRYPTED_HEADER_SIZE]
+                self._header = FrameHeader.decode(raw, self.max_payload)
+            needed = ciphertext_length(self._header.msg_length)
+            if len(self._buffer) < needed:
+                return frames
+            frames.append((self._header, self._decrypt_payload(needed)))
+            del self._buffer[:needed]
+            self._header = None
+
+    def _decrypt_payload(self, needed: int) -> bytes:
+        if needed <= MAX_CHUNK_CIPHERTEXT:
+            return self.recv.decrypt(bytes(self._buffer[:needed])) if needed else b""
+        chunks = []
+        for start in range(0, needed, MAX_CHUNK_CIPHERTEXT):
+            end = min(start + MAX_CHUNK_CIPHERTEXT, needed)
+            chunks.append(self.recv.decrypt(bytes(self._buffer[start:end])))
+        return b"".join(chunks)
