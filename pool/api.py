@@ -28,10 +28,10 @@ from typing import Any
 from aiohttp import web
 
 from . import __version__, umbrel
-from .blocks import ACCEPTED, ORPHANED, PENDING, REJECTED
 from .config import ApiConfig, local_url
 from .consensus.address import AddressError, address_to_script, script_to_address
 from .events import MinerView
+from .found import ACCEPTED, ORPHANED, PENDING, REJECTED
 from .metrics import make_registry, render
 from .odds import network_hashrate, odds
 from .services import AddressRefused

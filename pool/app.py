@@ -8,9 +8,10 @@ import os
 import signal
 
 from .api import ApiServer
-from .blocks import ACCEPTED, BlockIntake, BlockSpool, BlockSubmitter, FoundBlock
+from .blocks import BlockIntake, BlockSpool, BlockSubmitter
 from .config import Config, NodeConfig
 from .events import Events
+from .found import ACCEPTED, FoundBlock
 from .jobs import JobManager, Template
 from .node import NodeClient, NodeSet
 from .node.discovery import with_discovered_zmq

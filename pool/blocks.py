@@ -14,11 +14,12 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .consensus.block import block_problem
+from .found import ACCEPTED, ORPHANED, PENDING, REJECTED, FoundBlock
 from .node import NodeClient, NodeError, NodeRPCError, NodeSet
 from .tasks import supervised
 
@@ -27,11 +28,6 @@ if TYPE_CHECKING:
     from .shares import Share
 
 log = logging.getLogger(__name__)
-
-PENDING = "pending"
-ACCEPTED = "accepted"
-REJECTED = "rejected"
-ORPHANED = "orphaned"
 
 RPC_DESERIALIZATION_ERROR = -22
 RPC_VERIFY_ERROR = -25
@@ -50,26 +46,6 @@ SPOOL_WAIT_SECONDS = 30.0
 
 # After a block's final answer, nodes that never answered are still offered it for this long.
 CATCH_UP_SECONDS = 600.0
-
-
-@dataclass
-class FoundBlock:
-    height: int
-    hash: str
-    hex: str
-    worker: str
-    address: str
-    found_at: float
-    status: str = PENDING
-    answer: str | None = None  # the deciding submitblock answer; "null" when accepted outright
-    in_best_chain: bool = False
-    attempts: int = 0  # submission rounds (each round goes to every node still owing an answer)
-    answers: dict[str, str] = field(default_factory=dict)  # node name -> its final answer
-    final_at: float | None = None  # when the final answer was known (time.time())
-
-    @property
-    def filename(self) -> str:
-        return f"{self.height:08d}-{self.hash}.json"
 
 
 _FIELDS = {f.name for f in dataclasses.fields(FoundBlock)}

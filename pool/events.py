@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from .blocks import FoundBlock
+    from .found import FoundBlock
     from .jobs import Template
 
 log = logging.getLogger(__name__)

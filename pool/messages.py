@@ -12,8 +12,8 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
-from .blocks import FoundBlock
 from .config import StratumConfig
+from .found import FoundBlock
 from .jobs import Template
 
 

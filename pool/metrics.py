@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .blocks import ACCEPTED, ORPHANED, PENDING, REJECTED
+from .found import ACCEPTED, ORPHANED, PENDING, REJECTED
 
 if TYPE_CHECKING:
     from .snapshot import Cached, PoolView, Snapshot

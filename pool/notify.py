@@ -19,9 +19,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from .blocks import ACCEPTED, ORPHANED, REJECTED, FoundBlock
 from .config import NotifyConfig
 from .events import PoolListener
+from .found import ACCEPTED, ORPHANED, REJECTED, FoundBlock
 from .stats import MATURITY, BlockRecord, Stats
 from .tasks import Supervisor
 from .units import format_duration

@@ -24,9 +24,10 @@ from collections.abc import Awaitable
 from typing import Any
 
 from . import messages
-from .blocks import BlockIntake, BlockSpool, FoundBlock
+from .blocks import BlockIntake, BlockSpool
 from .config import StratumConfig
 from .events import ShareView
+from .found import FoundBlock
 from .ipc import Channel
 from .jobs import JobManager
 from .services import AddressRefused, Finder, Miner, install_template

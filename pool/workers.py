@@ -24,9 +24,9 @@ from pathlib import Path
 from sys import intern
 from typing import Any, Protocol
 
-from .blocks import FoundBlock
 from .config import StratumConfig
 from .events import Events as Observers
+from .found import FoundBlock
 from .ipc import Channel, encode
 from .messages import (
     BlockFound,

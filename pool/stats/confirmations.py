@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from ..blocks import ACCEPTED, ORPHANED, PENDING
+from ..found import ACCEPTED, ORPHANED, PENDING
 from ..node import NodeError, NodeRPCError
 from .records import MATURITY, BlockChange, BlockRecord
 

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..blocks import PENDING
 from ..consensus.block import coinbase_value as block_coinbase_value
+from ..found import PENDING
 
 BUCKET_SECONDS = 60  # shares are counted per worker per minute
 MATURITY = 100  # confirmations before a coinbase can be spent

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..blocks import ACCEPTED, FoundBlock
 from ..events import PoolListener
+from ..found import ACCEPTED, FoundBlock
 from ..shares import ERR_STALE
 from ..tasks import Supervisor
 from .confirmations import CONFIRM_SECONDS, ConfirmationWatcher

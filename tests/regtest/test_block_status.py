@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 from pool.app import Pool
-from pool.blocks import ACCEPTED
+from pool.found import ACCEPTED
 from tests.support.faults import FaultProxy, notifies, wait_for
 from tests.support.fixtures import pool_config
 from tests.support.node import RegtestNode

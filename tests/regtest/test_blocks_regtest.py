@@ -7,10 +7,11 @@ import json
 import time
 from pathlib import Path
 
-from pool.blocks import ACCEPTED, PENDING, BlockSpool, FoundBlock
+from pool.blocks import BlockSpool
 from pool.consensus.address import address_to_script
 from pool.consensus.block import header_hash
 from pool.consensus.target import hash_to_int
+from pool.found import ACCEPTED, PENDING, FoundBlock
 from tests.support.fixtures import PoolFactory
 from tests.support.node import RegtestNode
 from tests.support.shares import find_nonce

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from pool import __version__
-from pool.blocks import ACCEPTED
+from pool.found import ACCEPTED
 from tests.support.mining import check_block_pays
 from tests.support.node import RegtestNode, free_port
 from tests.support.paths import REPO_DIR

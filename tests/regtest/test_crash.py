@@ -16,7 +16,7 @@ import signal
 import time
 from pathlib import Path
 
-from pool.blocks import ACCEPTED, PENDING
+from pool.found import ACCEPTED, PENDING
 from tests.support.faults import notifies, spooled, wait_for
 from tests.support.mining import known_to_node, mine_blocks
 from tests.support.node import RegtestNode, free_port

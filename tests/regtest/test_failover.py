@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from pool.app import Pool
-from pool.blocks import ACCEPTED
 from pool.config import parse_config
 from pool.consensus.block import stratum_prevhash
+from pool.found import ACCEPTED
 from tests.support.faults import FaultProxy, notifies, spooled, wait_for
 from tests.support.node import RegtestNode
 from tests.support.shares import find_nonce

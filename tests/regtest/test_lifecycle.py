@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from pool.blocks import ACCEPTED
+from pool.found import ACCEPTED
 from pool.reload import reload_config
 from tests.support.fixtures import PoolFactory
 from tests.support.node import RegtestNode, free_port

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from pool.blocks import ACCEPTED
+from pool.found import ACCEPTED
 from tests.support.fixtures import PoolFactory
 from tests.support.mining import check_block_pays
 from tests.support.node import RegtestNode

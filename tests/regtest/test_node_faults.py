@@ -19,8 +19,8 @@ import pytest
 
 import pool.node.templates
 from pool.app import Pool
-from pool.blocks import ACCEPTED
 from pool.consensus.block import stratum_prevhash
+from pool.found import ACCEPTED
 from pool.node import NodeClient, NodeTimeout
 from tests.support.faults import IBD_MESSAGE, FaultProxy, errors_from, notifies, wait_for
 from tests.support.fixtures import PoolFactory

@@ -18,8 +18,8 @@ import pytest
 from aiohttp import web
 
 from pool.app import Pool
-from pool.blocks import ACCEPTED, ORPHANED
 from pool.config import NotifyConfig
+from pool.found import ACCEPTED, ORPHANED
 from tests.support.fixtures import PoolFactory, pool_config
 from tests.support.node import RegtestNode, free_port
 from tests.support.watch import PINNED, TINY, Miner, api, api_status, wait_blocks_final

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from pool.app import Pool
-from pool.blocks import BlockSpool, FoundBlock
+from pool.blocks import BlockSpool
 from pool.config import ConfigError, parse_config
+from pool.found import FoundBlock
 from pool.preflight import StartupError
 from pool.reload import reload_config
 from pool.workers import WorkerGroup, reserve_port

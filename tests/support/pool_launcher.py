@@ -16,7 +16,8 @@ import signal
 import sys
 
 from pool import cli
-from pool.blocks import PENDING, BlockSpool, FoundBlock
+from pool.blocks import BlockSpool
+from pool.found import PENDING, FoundBlock
 
 KILL_AFTER_SPOOL = "kill-after-spool"
 FAULTS = (KILL_AFTER_SPOOL,)

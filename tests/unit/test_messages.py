@@ -11,8 +11,8 @@ from typing import Any, get_args
 import pytest
 
 from pool import messages
-from pool.blocks import FoundBlock
 from pool.config import StratumConfig
+from pool.found import FoundBlock
 from pool.ipc import Channel, encode
 from pool.jobs import Template
 from tests.support.paths import DATA_DIR

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 import pool.stats
-from pool.blocks import ACCEPTED, ORPHANED, PENDING, FoundBlock
 from pool.consensus.block import serialize_block
 from pool.consensus.coinbase import TxOut, add_witness_reserved_value, build_coinbase
+from pool.found import ACCEPTED, ORPHANED, PENDING, FoundBlock
 from pool.notify import Alert, webhook_request
 from pool.shares import ERR_DUPLICATE, ERR_STALE
 from pool.stats import (
