@@ -62,8 +62,17 @@ GRAPH = {name: imports_of(path) for name, path in MODULES.items()}
 
 
 def test_imports_are_read_relative_and_absolute() -> None:
-    assert {"pool.config", "pool.consensus.template"} <= GRAPH["pool.node.templates"]
-    assert "pool.node" in GRAPH["pool.app"]
+    templates = GRAPH["pool.node.templates"]
+    assert {"pool.config", "pool.consensus.template", "pool.node.rpc"} <= templates
+    assert {"pool.node", "pool.jobs"} <= GRAPH["pool.app"]
+
+
+def test_every_room_is_there() -> None:
+    # The rules above hold for something: each room has its modules.
+    assert len([m for m in MODULES if within(m, "pool.node")]) >= 6
+    assert len([m for m in MODULES if within(m, "pool.consensus")]) >= 8
+    assert len([m for m in MODULES if within(m, "pool.stats")]) >= 5
+    assert len([m for m in MODULES if within(m, "pool.stratum")]) >= 4
 
 
 def test_lower_layers_import_only_what_they_may() -> None:
