@@ -60,17 +60,22 @@ class Pool:
         self.jobs = JobManager(config.pool.coinbase_tag.encode())
         self.spool = BlockSpool(config.pool.data_dir / "blocks")
         self.events = Events()
+        # Every background task of the process hangs off this one supervisor: each part gets
+        # a child of it, stops its own in its turn, and stop() ends whatever is left.
+        self.tasks = Supervisor()
         # Observers: stats first (the notifier reads the block records it keeps).
         self.stats = Stats(
             config.pool.data_dir / "stats.sqlite3", node=self.nodes,
             max_workers=config.pool.max_workers,
             retention_seconds=config.pool.worker_retention_days * 86_400,
+            tasks=self.tasks.child("stats"),
         )
         self.events.add(self.stats)
-        self.notifier = Notifier(config.notify, self.stats)
+        self.notifier = Notifier(config.notify, self.stats, tasks=self.tasks.child("notify"))
         self.events.add(self.notifier)
-        self.submitter = BlockSubmitter(self.nodes, self.spool, on_final=self._block_final)
-        self.tasks = Supervisor()  # the pool's own background tasks
+        self.submitter = BlockSubmitter(
+            self.nodes, self.spool, on_final=self._block_final, tasks=self.tasks.child("blocks")
+        )
         # The services sessions use (`PoolServices`), the same for a worker process's sessions
         # (the worker group hands their facts to these).
         self.payouts = NodePayouts(self.nodes)
@@ -84,17 +89,21 @@ class Pool:
         self.stratum: StratumServer | WorkerGroup
         if config.stratum.workers > 1:
             self.stratum = WorkerGroup(
-                self, config.stratum.workers, config.pool.data_dir
+                self, config.stratum.workers, config.pool.data_dir,
+                tasks=self.tasks.child("workers"),
             )
         else:
             self.stratum = StratumServer(
-                self, on_connect=self.events.connect, on_disconnect=self.events.disconnect
+                self, on_connect=self.events.connect, on_disconnect=self.events.disconnect,
+                tasks=self.tasks.child("stratum"),
             )
             if (os.cpu_count() or 1) > 1:
                 self.stratum.enable_threaded_sends()
         self.source = TemplateSource(
-            self.nodes, config.node, self._new_template, start_task=self.tasks.start
+            self.nodes, config.node, self._new_template,
+            start_task=self.tasks.child("templates").start,
         )
+        self._reloads = self.tasks.child("reload")  # SIGHUP reloads in progress
         # What the API, /metrics and the Umbrel widget read: never the pool itself.
         self.view = PoolView(
             stats=self.stats, jobs=self.jobs, source=self.source, nodes=self.nodes,
@@ -166,7 +175,7 @@ class Pool:
         await self.stratum.close()
         await self.intake.drain()
         await self.source.stop()
-        await self.tasks.stop()
+        await self._reloads.stop()
         await self.submitter.drain(timeout=30)
         if self.submitter.in_flight:
             log.error(
@@ -177,6 +186,7 @@ class Pool:
         await self.submitter.close()
         await self.stats.close()
         await self.notifier.stop()
+        await self.tasks.stop()  # anything a part left running
         self.nodes.close()
 
     async def run_forever(self) -> None:
@@ -215,7 +225,7 @@ class Pool:
     def _on_reload_signal(self, sig: signal.Signals) -> None:
         if self._stopping.is_set():
             return
-        self.tasks.once("reload", reload_config(self))
+        self._reloads.once("reload", reload_config(self))
 
     # --- templates --------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .consensus.block import block_problem
 from .found import ACCEPTED, ORPHANED, PENDING, REJECTED, FoundBlock
 from .node import NodeClient, NodeError, NodeRPCError, NodeSet
-from .tasks import supervised
+from .tasks import Supervisor
 
 if TYPE_CHECKING:
     from .services import Finder
@@ -243,8 +243,10 @@ class BlockSubmitter:
         spool: BlockSpool,
         on_final: Callable[[FoundBlock], Awaitable[None]] | None = None,
         max_backoff: float = 10.0,
+        tasks: Supervisor | None = None,
     ) -> None:
         self.nodes = nodes if isinstance(nodes, NodeSet) else NodeSet([nodes])
+        self._tasks = tasks if tasks is not None else Supervisor("blocks")
         self.spool = spool
         self.on_final = on_final
         self.max_backoff = max_backoff
@@ -257,7 +259,7 @@ class BlockSubmitter:
     def submit(self, block: FoundBlock) -> None:
         """Submit a spooled block until the nodes' final answer."""
         self.history.append(block)
-        task = supervised(f"submit-{block.hash}", lambda: self._submit_until_final(block))
+        task = self._tasks.start(f"submit-{block.hash}", lambda: self._submit_until_final(block))
         self.in_flight.add(task)
         task.add_done_callback(self.in_flight.discard)
 
@@ -364,7 +366,7 @@ class BlockSubmitter:
         self._log_verdict(block)
         await spool_until_written(self.spool, block)
         if self._owing(block) and block.status != REJECTED:
-            task = supervised(f"late-{block.hash}", lambda: self._catch_up(block, warned))
+            task = self._tasks.start(f"late-{block.hash}", lambda: self._catch_up(block, warned))
             self.catch_ups.add(task)
             task.add_done_callback(self.catch_ups.discard)
         else:

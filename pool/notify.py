@@ -82,7 +82,9 @@ def webhook_request(url: str, alert: Alert) -> tuple[str, dict[str, Any]]:
 
 
 class Notifier(PoolListener):
-    def __init__(self, config: NotifyConfig, stats: Stats) -> None:
+    def __init__(
+        self, config: NotifyConfig, stats: Stats, tasks: Supervisor | None = None
+    ) -> None:
         self.config = config
         self.stats = stats
         self.urls = config.webhook_urls
@@ -93,7 +95,7 @@ class Notifier(PoolListener):
         self.sent: list[Alert] = []  # the most recent alerts, for the API and tests
         self._queue: asyncio.Queue[tuple[str, Alert]] = asyncio.Queue(QUEUE_SIZE)
         self._silent: set[str] = set()
-        self._tasks = Supervisor()
+        self._tasks = tasks if tasks is not None else Supervisor("notify")
         self._http: aiohttp.ClientSession | None = None
         stats.on_block_change.append(self.on_block_change)
 

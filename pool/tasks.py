@@ -48,10 +48,28 @@ async def _supervise(
 
 class Supervisor:
     """The background tasks of one owner, started and ended in one place: long-running ones
-    `supervised` (restarted when they fail), one-off ones just kept until done."""
+    `supervised` (restarted when they fail), one-off ones just kept until done. The pool's
+    root supervisor (app.py) hands each part a `child`, so every background task of the process
+    hangs off one tree: each part still stops its own in its turn, and the root ends whatever
+    is left."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "pool") -> None:
+        self.name = name
         self.tasks: set[asyncio.Task[None]] = set()
+        self.children: list[Supervisor] = []
+
+    def child(self, name: str) -> Supervisor:
+        """A supervisor for one part, stopped with this one."""
+        part = Supervisor(f"{self.name}.{name}")
+        self.children.append(part)
+        return part
+
+    def running(self) -> set[asyncio.Task[None]]:
+        """Every task still running here and in the children."""
+        tasks = set(self.tasks)
+        for part in self.children:
+            tasks |= part.running()
+        return tasks
 
     def start(self, name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
         """Run `run()` until it returns or the supervisor stops, restarting it when it raises."""
@@ -66,7 +84,9 @@ class Supervisor:
             except Exception:
                 log.exception("%s failed", name)
 
-        return self._keep(asyncio.create_task(logged(), name=name))
+        task = asyncio.create_task(logged(), name=name)
+        task.add_done_callback(lambda _: work.close())  # cancelled before it began: not leaked
+        return self._keep(task)
 
     def _keep(self, task: asyncio.Task[None]) -> asyncio.Task[None]:
         self.tasks.add(task)
@@ -74,8 +94,8 @@ class Supervisor:
         return task
 
     async def stop(self) -> None:
-        """Cancel every task still running and wait for them to end."""
-        tasks = list(self.tasks)
+        """Cancel every task still running (the children's too) and wait for them to end."""
+        tasks = list(self.running())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -50,7 +50,7 @@ from .messages import (
 )
 from .services import AddressRefused, JobSource, PayoutResolver, ShareSink
 from .stratum.server import tls_context
-from .tasks import supervised
+from .tasks import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +149,11 @@ def reserve_port(host: str, port: int) -> socket.socket:
 class WorkerGroup:
     """`[stratum] workers` Stratum processes on one port; the pool's `stratum` in that mode."""
 
-    def __init__(self, pool: MainServices, count: int, data_dir: Path) -> None:
+    def __init__(
+        self, pool: MainServices, count: int, data_dir: Path, tasks: Supervisor | None = None
+    ) -> None:
         self.pool = pool
+        self._tasks = tasks if tasks is not None else Supervisor("workers")
         self.count = count
         self.data_dir = data_dir
         self.workers: list[WorkerProcess] = []
@@ -240,7 +243,7 @@ class WorkerGroup:
             self._worker_config(), self.data_dir, w.index, pool.jobs.template,
             pool.jobs.coinbase_tag, logging.getLogger().getEffectiveLevel(),
         ))
-        supervisor = supervised(f"worker-{w.index}", partial(self._supervise, w))
+        supervisor = self._tasks.start(f"worker-{w.index}", partial(self._supervise, w))
         self._supervisors.add(supervisor)
         supervisor.add_done_callback(self._supervisors.discard)
         try:

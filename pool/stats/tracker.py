@@ -74,6 +74,7 @@ class Stats(PoolListener):
         confirm_seconds: float = CONFIRM_SECONDS,
         max_workers: int = MAX_WORKERS,
         retention_seconds: float = WORKER_RETENTION_SECONDS,
+        tasks: Supervisor | None = None,
     ) -> None:
         self.path = path
         self.clock = clock
@@ -103,7 +104,7 @@ class Stats(PoolListener):
         self._dirty_bests: set[tuple[str, str]] = set()
         self._dirty_blocks: set[str] = set()
         self._flush_lock = asyncio.Lock()
-        self._tasks = Supervisor()
+        self._tasks = tasks if tasks is not None else Supervisor("stats")
         self._last_prune = 0.0
         self.opened = False
 

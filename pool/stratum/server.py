@@ -25,7 +25,7 @@ from typing import Any
 from ..config import StratumConfig
 from ..fdlimit import connection_limit, open_file_limit
 from ..services import PoolServices
-from ..tasks import supervised
+from ..tasks import Supervisor
 from .framing import LineTooLong, split_lines
 from .session import DifficultyMemory, Session, SessionCommons
 from .tls import ensure_self_signed, server_context
@@ -356,8 +356,10 @@ class StratumServer:
         pool: PoolServices,
         on_connect: Callable[[Session], None] | None = None,
         on_disconnect: Callable[[Session], None] | None = None,
+        tasks: Supervisor | None = None,
     ) -> None:
         self.pool = pool
+        self._tasks = tasks if tasks is not None else Supervisor("stratum")
         self.on_connect: Callable[[Session], None] = on_connect or (lambda s: None)
         self.on_disconnect: Callable[[Session], None] = on_disconnect or (lambda s: None)
         # Every admitted connection, by extranonce1 (one table, not a set of sessions and
@@ -428,7 +430,7 @@ class StratumServer:
                 plain.close()
                 raise
         self._server = Listeners(plain, tls)
-        self._ticker = supervised("stratum-tick", self._tick_loop)
+        self._ticker = self._tasks.start("stratum-tick", self._tick_loop)
         log.info("Stratum listening on %s", _where(cfg.host, self.port))
         if self.tls_port is not None:
             log.info("Stratum over TLS (stratum+ssl) on %s", _where(cfg.host, self.tls_port))

@@ -31,3 +31,18 @@ async def test_handshake_and_block(node: RegtestNode, start_pool: PoolFactory) -
     assert block["tx"][0]["vout"][0]["scriptPubKey"]["address"] == address
     print(diff)
     await client.close()
+
+
+async def test_every_background_task_hangs_off_the_pools_supervisor(
+    node: RegtestNode, start_pool: PoolFactory
+) -> None:
+    pool = await start_pool(node)
+    names = {task.get_name() for task in pool.tasks.running()}
+    # Template watching, the Stratum sweep, the stats flush and the confirmation watcher: each
+    # part's long-running work is in the one tree app.py owns.
+    assert {"tip-poll", "refresh", "stratum-tick", "stats-flush"} <= names, names
+    assert {child.name for child in pool.tasks.children} >= {
+        "pool.stats", "pool.notify", "pool.blocks", "pool.stratum", "pool.templates",
+    }
+    await pool.stop()
+    assert pool.tasks.running() == set()

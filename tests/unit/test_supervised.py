@@ -10,7 +10,7 @@ import resource
 import pytest
 
 from pool.fdlimit import FD_RESERVE, _nr_open, connection_limit, raise_open_file_limit
-from pool.tasks import supervised
+from pool.tasks import Supervisor, supervised
 
 
 async def test_a_failing_task_is_logged_and_restarted(caplog: pytest.LogCaptureFixture) -> None:
@@ -72,3 +72,21 @@ def test_the_soft_open_file_limit_is_raised_to_the_hard_one() -> None:
         assert resource.getrlimit(resource.RLIMIT_NOFILE) == (expected, hard)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, before)
+
+
+async def test_one_tree_of_supervisors_holds_every_task() -> None:
+    root = Supervisor()
+    part = root.child("part")
+    forever = asyncio.Event()
+    own = root.start("own", forever.wait)
+    theirs = part.start("theirs", forever.wait)
+    once = part.once("once", forever.wait())
+    assert part.name == "pool.part"
+    assert root.running() == {own, theirs, once}
+    await part.stop()  # a part stops its own, in its turn...
+    assert theirs.cancelled() and once.cancelled() and not own.done()
+    assert root.running() == {own}
+    late = part.start("late", forever.wait)
+    await root.stop()  # ...and the root ends whatever is left, the children's too
+    assert own.cancelled() and late.cancelled()
+    assert root.running() == set()
