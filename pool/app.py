@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 
 from .api import ApiServer
 from .blocks import BlockIntake, BlockSpool, BlockSubmitter
@@ -20,10 +21,17 @@ from .notify import Notifier
 from .payouts import NodePayouts
 from .preflight import StartupError, identify_nodes
 from .reload import reload_config
-from .services import ShareTally, install_template
+from .services import AllMiners, ShareTally, install_template
 from .snapshot import PoolView
 from .stats import Stats, StatsError
 from .stratum.server import StratumServer
+from .sv2.certificate import (
+    ServerIdentity,
+    authority_pubkey_base58,
+    load_or_create_authority_key,
+    xonly_public_key,
+)
+from .sv2.server import Sv2Server
 from .tasks import Supervisor
 from .workers import WorkerGroup, WorkerStartError
 
@@ -99,6 +107,9 @@ class Pool:
             )
             if (os.cpu_count() or 1) > 1:
                 self.stratum.enable_threaded_sends()
+        # Stratum V2 beside V1 (one process only; config refuses it with workers > 1).
+        self.sv2: Sv2Server | None = None
+        self.miners = AllMiners(self.stratum)
         self.source = TemplateSource(
             self.nodes, config.node, self._new_template,
             start_task=self.tasks.child("templates").start,
@@ -160,8 +171,38 @@ class Pool:
                 "pool running there? Change [stratum] port or host",
                 exit_code=2,
             ) from None
+        if self.full_config.stratum_v2.port and isinstance(self.stratum, StratumServer):
+            await self._start_sv2(self.stratum)
         self.source.config = await with_discovered_zmq(self.node, self.source.config)
         self.source.start()
+
+    async def _start_sv2(self, stratum: StratumServer) -> None:
+        cfg = self.full_config.stratum_v2
+        assert cfg.authority_key_file is not None
+        try:
+            authority = load_or_create_authority_key(cfg.authority_key_file)
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"[stratum_v2] authority_key_file: {exc}", exit_code=2) from None
+        identity = ServerIdentity.issue(
+            authority, int(cfg.certificate_validity_days * 86_400), int(time.time())
+        )
+        self.sv2 = Sv2Server(
+            self, cfg, identity, stratum.allocate_extranonce1,
+            on_connect=self.events.connect, on_disconnect=self.events.disconnect,
+        )  # fmt: skip
+        try:
+            await self.sv2.start()
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen for SV2 miners on {cfg.host}:{cfg.port}: {exc.strerror}; change "
+                "[stratum_v2] port or host",
+                exit_code=2,
+            ) from None
+        self.miners.parts.append(self.sv2)
+        log.info(
+            "Stratum V2 on %s:%d; authority public key %s",
+            cfg.host, self.sv2.port, authority_pubkey_base58(xonly_public_key(authority)),
+        )
 
     async def stop(self) -> None:
         """Shut down in the order that loses nothing: stop taking miners and send each one
@@ -173,6 +214,8 @@ class Pool:
         self._stopped = True
         await self.api.stop()
         await self.stratum.close()
+        if self.sv2 is not None:
+            await self.sv2.close()
         await self.intake.drain()
         await self.source.stop()
         await self._reloads.stop()
@@ -230,7 +273,7 @@ class Pool:
     # --- templates --------------------------------------------------------------------------------
 
     def _new_template(self, template: Template) -> None:
-        clean = install_template(self.jobs, self.stratum, template)
+        clean = install_template(self.jobs, self.miners, template)
         self.events.template(template, clean)
 
     async def _block_final(self, block: FoundBlock) -> None:

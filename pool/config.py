@@ -97,6 +97,15 @@ class StratumConfig:
 
 
 @dataclass(frozen=True)
+class StratumV2Config:
+    port: int = 0  # 0 = off
+    host: str | None = None  # None: as [stratum] host
+    # The authority secret that signs the pool's key; None: sv2_authority.key in data_dir.
+    authority_key_file: Path | None = None
+    certificate_validity_days: float = 365.0
+
+
+@dataclass(frozen=True)
 class PoolConfig:
     coinbase_tag: str = "/solopool/"
     data_dir: Path = Path("data")
@@ -138,6 +147,7 @@ class Config:
     pool: PoolConfig = field(default_factory=PoolConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    stratum_v2: StratumV2Config = field(default_factory=StratumV2Config)
     backup_nodes: tuple[NodeConfig, ...] = ()
     source: Path | None = None
 
@@ -153,6 +163,7 @@ _TABLES: dict[str, type] = {
     "pool": PoolConfig,
     "api": ApiConfig,
     "notify": NotifyConfig,
+    "stratum_v2": StratumV2Config,
 }
 _INTERNAL_KEYS = {"cookie_guessed", "tls_self_signed"}
 
@@ -441,6 +452,28 @@ def _env_value(text: str) -> Any:
         return text
 
 
+def _stratum_v2(section: _Section, base: Path, stratum: StratumConfig, data_dir: Path
+                ) -> StratumV2Config:
+    d = StratumV2Config()
+    port = section.integer("port", d.port, 0, 65535)
+    if port and stratum.workers > 1:
+        raise ConfigError(
+            "[stratum_v2] port needs [stratum] workers = 1 for now (SV2 runs in the main "
+            "process only); set workers = 1 or port = 0"
+        )
+    if port and port in (stratum.port, stratum.tls_port):
+        raise ConfigError(f"[stratum_v2] port {port} is already used by [stratum]; pick another")
+    key_file = section.string("authority_key_file", None)
+    return StratumV2Config(
+        port=port,
+        host=section.string("host", None) or stratum.host,
+        authority_key_file=_path(key_file, base) if key_file else data_dir / "sv2_authority.key",
+        certificate_validity_days=section.number(
+            "certificate_validity_days", d.certificate_validity_days, positive=True
+        ),
+    )
+
+
 def _text_keys(cls: type) -> set[str]:
     """Keys whose values are strings or paths (annotations are strings here)."""
     return {
@@ -523,6 +556,7 @@ def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -
         pool=pool,
         api=_api(section("api")),
         notify=_notify(section("notify")),
+        stratum_v2=_stratum_v2(section("stratum_v2"), base, stratum, pool.data_dir),
         backup_nodes=tuple(
             _node(_Section(f"backup_node {i + 1}", table, _keys(NodeConfig)), base)
             for i, table in enumerate(backups)

@@ -78,6 +78,16 @@ class Broadcaster(Protocol):
         """Send every miner a job of the current template; returns how many were sent one."""
 
 
+class AllMiners:
+    """Every protocol's miners as one Broadcaster (V1, and SV2 when it is on)."""
+
+    def __init__(self, *parts: Broadcaster) -> None:
+        self.parts = list(parts)
+
+    def broadcast(self, clean: bool) -> int:
+        return sum(part.broadcast(clean) for part in self.parts)
+
+
 class ShareTally:
     """The local share sink: counts shares (what the API's snapshot notices change by) and tells
     the observers (stats, metrics, alerts)."""

@@ -17,11 +17,17 @@ POOL_DIR = Path(pool.__file__).parent
 MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "pool.consensus": (),
     "pool.node": ("pool.consensus", "pool.config"),
-    "pool.sv2": ("pool.consensus",),
+    # The SV2 protocol itself (not its server) is as pure as consensus code.
+    **{
+        f"pool.sv2.{m}": ("pool.consensus", "pool.sv2.codec", "pool.sv2.noise",
+                          "pool.sv2.certificate")
+        for m in ("codec", "noise", "certificate")
+    },
 }
 # package -> what it must never import
 MUST_NOT_IMPORT: dict[str, tuple[str, ...]] = {
     "pool.stratum": ("pool.app", "pool.cli", "pool.api", "pool.metrics"),
+    "pool.sv2": ("pool.app", "pool.cli", "pool.api", "pool.metrics", "pool.stratum"),
     "pool.stats": ("pool.stratum", "pool.app", "pool.cli", "pool.api"),
 }
 
