@@ -452,8 +452,9 @@ def _env_value(text: str) -> Any:
         return text
 
 
-def _stratum_v2(section: _Section, base: Path, stratum: StratumConfig, data_dir: Path
-                ) -> StratumV2Config:
+def _stratum_v2(
+    section: _Section, base: Path, stratum: StratumConfig, data_dir: Path
+) -> StratumV2Config:
     d = StratumV2Config()
     port = section.integer("port", d.port, 0, 65535)
     if port and stratum.workers > 1:

@@ -5,12 +5,8 @@ Open*MiningChannel decoded, our answers parsed by it, and a wrong authority key 
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -22,39 +18,10 @@ from pool.sv2.codec import (
     OpenStandardMiningChannel,
     SetupConnection,
 )
-from tests.support.paths import REPO_DIR
+from tests.support.sv2_miner import USER, run_miner, sv2_miner
 from tests.support.sv2_responder import EXTRANONCE_PREFIX, EXTRANONCE_SIZE, responder
 
-SV2_MINER_SRC = Path(
-    os.environ.get("SV2_MINER_SRC") or REPO_DIR.parent / "shared" / "peers" / "sv2-miner"
-)
-BUILD_DIR = REPO_DIR / ".cache" / "sv2-miner"
-USER = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080.bitaxe1"
-
-
-@pytest.fixture(scope="module")
-def sv2_miner() -> Path:
-    binary = BUILD_DIR / "bin" / "sv2-miner"
-    build = SV2_MINER_SRC / "build.sh"
-    assert build.is_file(), (
-        f"{build} is missing: put the shared folder beside the project (../shared) or set "
-        "SV2_MINER_SRC to its peers/sv2-miner"
-    )
-    if not binary.exists() or binary.stat().st_mtime < build.stat().st_mtime:
-        subprocess.run(["bash", str(build), str(BUILD_DIR)], check=True, capture_output=True)
-    return binary
-
-
-async def run_miner(binary: Path, port: int, *args: str) -> tuple[int, dict[str, Any], str]:
-    proc = await asyncio.create_subprocess_exec(
-        str(binary), "--host", "127.0.0.1", "--port", str(port), "--user", USER,
-        "--seconds", "20", "--drain-seconds", "0", "-v", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
-    assert proc.returncode is not None
-    return proc.returncode, json.loads(out.decode().strip().splitlines()[-1]), err.decode()
-
+__all__ = ["sv2_miner"]  # the fixture
 
 def test_firmware_reads_our_base58_authority_key(sv2_miner: Path) -> None:
     key = xonly_public_key(new_secret_key())
