@@ -250,7 +250,9 @@ class Sv2Connection:
             )  # fmt: skip
         except ShareError as exc:
             return exc.message[:255]
-        if share.hash_int > channel.target:
+        if share.hash_int > channel.target and not share.is_block:
+            # (firmware compares difficulties in floating point: a share on the edge of the
+            # target may come in just above it, and a block is never refused)
             return "difficulty-too-low"
         key = (message.job_id, message.nonce, message.ntime, message.version)
         if key in channel.seen:

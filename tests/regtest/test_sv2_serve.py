@@ -14,7 +14,26 @@ import pytest_asyncio
 
 from pool.app import Pool
 from pool.config import StratumV2Config
-from pool.sv2.certificate import authority_pubkey_base58, load_authority_key, xonly_public_key
+from pool.sv2.certificate import (
+    authority_pubkey_base58,
+    load_authority_key,
+    new_secret_key,
+    xonly_public_key,
+)
+from pool.sv2.codec import (
+    PROTOCOL_MINING,
+    REQUIRES_STANDARD_JOBS,
+    Message,
+    NewMiningJob,
+    OpenMiningChannelError,
+    OpenStandardMiningChannel,
+    OpenStandardMiningChannelSuccess,
+    SetNewPrevHash,
+    SetupConnection,
+    SetupConnectionSuccess,
+    decode_message,
+)
+from pool.sv2.noise import ACT2_SIZE, Initiator, NoiseSession
 from tests.support.fixtures import pool_config
 from tests.support.node import RegtestNode
 from tests.support.sv2_miner import USER, run_miner, sv2_miner
@@ -61,7 +80,8 @@ async def test_standard_channel_mines_blocks_paying_the_miner(
     assert rc == 0, log
     assert "Server certificate verified OK" in log
     assert result["channel"] == "standard" and result["channel_opened"]
-    assert result["accepted"] >= 1 and result["rejected"] == 0, result
+    refused = [line for line in log.splitlines() if "eject" in line or "rror" in line]
+    assert result["accepted"] >= 1 and result["rejected"] == 0, (result["errors"], refused)
     assert result["blocks"], result
     script = fresh_node.rpc("validateaddress", ADDRESS)["scriptPubKey"]
     # the miner's last block may still be on its way to the node when the miner exits
@@ -79,11 +99,113 @@ async def test_standard_channel_mines_blocks_paying_the_miner(
 
 
 async def test_wrong_authority_key_fails_the_handshake(sv2_pool: Pool, sv2_miner: Path) -> None:
-    from pool.sv2.certificate import new_secret_key
-
     wrong = authority_pubkey_base58(xonly_public_key(new_secret_key()))
     assert sv2_pool.sv2 is not None
     rc, result, log = await run_miner(sv2_miner, sv2_pool.sv2.port, "--authority-pubkey", wrong)
     assert rc != 0
     assert result["handshake"] is False
     assert "Schnorr signature verification failed" in log
+
+
+class Sv2TestClient:
+    """A scripted SV2 miner over pool.sv2's initiator side, for the bad-input cases."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.session: NoiseSession | None = None
+        self.pending: list[Message] = []
+
+    @classmethod
+    async def connect(cls, port: int, authority_xonly: bytes | None = None) -> Sv2TestClient:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        client = cls(reader, writer)
+        initiator = Initiator(authority_xonly)
+        writer.write(initiator.act1())
+        client.session, _ = initiator.finish(await reader.readexactly(ACT2_SIZE))
+        return client
+
+    def send(self, message: Message) -> None:
+        assert self.session is not None
+        self.writer.write(self.session.encrypt_message(message))
+
+    async def receive(self) -> Message:
+        assert self.session is not None
+        async with asyncio.timeout(20):
+            while not self.pending:
+                data = await self.reader.read(65536)
+                if not data:
+                    raise ConnectionError("closed by the pool")
+                self.pending += [decode_message(h, p) for h, p in self.session.feed(data)]
+        return self.pending.pop(0)
+
+    async def closed_by_pool(self) -> bool:
+        async with asyncio.timeout(20):
+            return await self.reader.read(65536) == b""
+
+    async def setup(self) -> None:
+        self.send(SetupConnection(PROTOCOL_MINING, 2, 2, REQUIRES_STANDARD_JOBS, "127.0.0.1",
+                                  3336, "test", "", "", ""))
+        assert isinstance(await self.receive(), SetupConnectionSuccess)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def open_standard(user: str) -> OpenStandardMiningChannel:
+    return OpenStandardMiningChannel(1, user, 1e12, b"\xff" * 32)
+
+
+async def test_refused_address_gets_open_mining_channel_error(sv2_pool: Pool) -> None:
+    assert sv2_pool.sv2 is not None
+    client = await Sv2TestClient.connect(sv2_pool.sv2.port)
+    await client.setup()
+    client.send(open_standard("not-an-address.rig"))
+    reply = await client.receive()
+    assert isinstance(reply, OpenMiningChannelError) and reply.request_id == 1
+    # the connection stays usable: a good address then gets its channel and a job
+    client.send(open_standard(USER))
+    opened = await client.receive()
+    assert isinstance(opened, OpenStandardMiningChannelSuccess)
+    job, prevhash = await client.receive(), await client.receive()
+    assert isinstance(job, NewMiningJob) and job.min_ntime is None  # a future job ...
+    assert isinstance(prevhash, SetNewPrevHash) and prevhash.job_id == job.job_id  # ... started
+    client.close()
+
+
+async def test_bad_input_closes_only_that_connection(
+    sv2_pool: Pool, fresh_node: RegtestNode
+) -> None:
+    assert sv2_pool.sv2 is not None
+    port = sv2_pool.sv2.port
+    good = await Sv2TestClient.connect(port)
+    await good.setup()
+    good.send(open_standard(USER))
+    assert isinstance(await good.receive(), OpenStandardMiningChannelSuccess)
+    await good.receive(), await good.receive()  # its job and prevhash
+
+    # a channel message before SetupConnection
+    early = await Sv2TestClient.connect(port)
+    early.send(open_standard(USER))
+    assert await early.closed_by_pool()
+    # handshake garbage: 64 random bytes are a valid key, so the first frame fails to decrypt
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(bytes(range(64)))
+    await reader.readexactly(ACT2_SIZE)
+    writer.write(b"\x01" * 200)
+    async with asyncio.timeout(20):
+        assert await reader.read(65536) == b""
+    writer.close()
+    # a frame header announcing more than the pool accepts
+    big = await Sv2TestClient.connect(port)
+    assert big.session is not None
+    big.writer.write(big.session.send.encrypt(b"\x00\x00\x00\xff\xff\xff"))
+    assert await big.closed_by_pool()
+
+    # the good miner is untouched: a new block reaches it as a future job + SetNewPrevHash
+    [block_hash] = await asyncio.to_thread(fresh_node.generate, 1)
+    while True:
+        message = await good.receive()
+        if isinstance(message, SetNewPrevHash) and message.prev_hash[::-1].hex() == block_hash:
+            break
+    good.close()
