@@ -1,5 +1,5 @@
-"""Stratum V2 serving, one process: the Noise handshake, SetupConnection, standard mining
-channels, jobs from the pool's JobManager and shares judged by pool.shares.
+"""Stratum V2 serving, one process: the Noise handshake, SetupConnection, standard and
+extended mining channels, jobs from the pool's JobManager and shares judged by pool.shares.
 
 A connection knows the pool only through `pool.services` (the same services a V1 session
 uses): payouts resolved by the PayoutResolver, shares to the ShareSink, blocks to the
@@ -26,7 +26,10 @@ from .certificate import ServerIdentity
 from .codec import (
     PROTOCOL_MINING,
     Message,
+    NewExtendedMiningJob,
     NewMiningJob,
+    OpenExtendedMiningChannel,
+    OpenExtendedMiningChannelSuccess,
     OpenMiningChannelError,
     OpenStandardMiningChannel,
     OpenStandardMiningChannelSuccess,
@@ -35,6 +38,7 @@ from .codec import (
     SetupConnectionError,
     SetupConnectionSuccess,
     SubmitSharesError,
+    SubmitSharesExtended,
     SubmitSharesStandard,
     SubmitSharesSuccess,
     Sv2DecodeError,
@@ -55,15 +59,18 @@ class Sv2ProtocolError(Exception):
     """The miner broke the protocol: close its connection."""
 
 
-class StandardChannel:
-    """One standard channel: a payout, a fixed extranonce (so its own merkle root per job) and
-    a target. Also what the share sink and block sink see as the miner."""
+class Channel:
+    """One mining channel: a payout, the pool's part of the extranonce and a target. A standard
+    channel's extranonce is fixed (so it has its own merkle root per job); an extended one
+    rolls the last EXTRANONCE2_SIZE bytes itself. Also what the share sink and block sink see
+    as the miner."""
 
     def __init__(
-        self, channel_id: int, username: str, address: str, payout_script: bytes,
-        extranonce1: bytes, difficulty: float, user_agent: str,
+        self, channel_id: int, extended: bool, username: str, address: str,
+        payout_script: bytes, extranonce1: bytes, difficulty: float, user_agent: str,
     ) -> None:  # fmt: skip
         self.channel_id = channel_id
+        self.extended = extended
         self.username = username
         self.address: str | None = address
         self.worker = username.partition(".")[2]
@@ -77,7 +84,7 @@ class StandardChannel:
         self.closed = False
         self.accepted = 0
         self.jobs: OrderedDict[int, Job] = OrderedDict()
-        self.seen: set[tuple[int, int, int, int]] = set()
+        self.seen: set[tuple[bytes, int, int, int, int]] = set()
 
     @property
     def extranonce1(self) -> bytes:
@@ -101,7 +108,7 @@ class Sv2Connection:
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
         self.noise: NoiseSession | None = None
         self.setup: SetupConnection | None = None
-        self.channels: dict[int, StandardChannel] = {}
+        self.channels: dict[int, Channel] = {}
         self._channel_ids = itertools.count(1)
 
     def send(self, message: Message) -> None:
@@ -143,9 +150,9 @@ class Sv2Connection:
             self.on_setup(message)
         elif self.setup is None:
             raise Sv2ProtocolError(f"{type(message).__name__} before SetupConnection")
-        elif isinstance(message, OpenStandardMiningChannel):
-            await self.on_open_standard(message)
-        elif isinstance(message, SubmitSharesStandard):
+        elif isinstance(message, OpenStandardMiningChannel | OpenExtendedMiningChannel):
+            await self.on_open(message)
+        elif isinstance(message, SubmitSharesStandard | SubmitSharesExtended):
             await self.on_submit(message)
         else:
             log.debug("%s: ignoring SV2 %s", self.peer, type(message).__name__)
@@ -162,7 +169,9 @@ class Sv2Connection:
         self.setup = message
         self.send(SetupConnectionSuccess(used_version=SV2_VERSION, flags=0))
 
-    async def on_open_standard(self, message: OpenStandardMiningChannel) -> None:
+    async def on_open(
+        self, message: OpenStandardMiningChannel | OpenExtendedMiningChannel
+    ) -> None:
         if len(self.channels) >= MAX_CHANNELS_PER_CONNECTION:
             self.send(OpenMiningChannelError(message.request_id, "max-channels-reached"))
             return
@@ -174,23 +183,38 @@ class Sv2Connection:
             log.info("%s: SV2 channel refused for %r: %s", self.peer, miner_text(username), exc)
             self.send(OpenMiningChannelError(message.request_id, "unknown-user"))
             return
+        extended = isinstance(message, OpenExtendedMiningChannel)
+        if isinstance(message, OpenExtendedMiningChannel) and (
+            message.min_extranonce_size > EXTRANONCE2_SIZE
+        ):
+            self.send(OpenMiningChannelError(message.request_id, "min-extranonce-size-too-large"))
+            return
         assert self.setup is not None
-        channel = StandardChannel(
-            next(self._channel_ids), username, address, payout_script,
+        channel = Channel(
+            next(self._channel_ids), extended, username, address, payout_script,
             self.server.allocate_extranonce1(), self.server.stratum_config.start_difficulty,
             f"{self.setup.vendor} {self.setup.firmware}".strip() + " (SV2)",
         )  # fmt: skip
         self.channels[channel.channel_id] = channel
         self.server.register(channel)
-        self.send(OpenStandardMiningChannelSuccess(
-            message.request_id, channel.channel_id, int_to_u256(channel.target),
-            channel.extranonce1 + channel.extranonce2, 0,
-        ))  # fmt: skip
-        log.info("%s: SV2 standard channel %d for %s", self.peer, channel.channel_id,
-                 miner_text(username))
+        target = int_to_u256(channel.target)
+        if extended:
+            self.send(OpenExtendedMiningChannelSuccess(
+                message.request_id, channel.channel_id, target, EXTRANONCE2_SIZE,
+                channel.extranonce1, 0,
+            ))  # fmt: skip
+        else:
+            self.send(OpenStandardMiningChannelSuccess(
+                message.request_id, channel.channel_id, target,
+                channel.extranonce1 + channel.extranonce2, 0,
+            ))  # fmt: skip
+        log.info(
+            "%s: SV2 %s channel %d for %s", self.peer,
+            "extended" if extended else "standard", channel.channel_id, miner_text(username),
+        )  # fmt: skip
         self.send_job(channel, clean=True)
 
-    def send_job(self, channel: StandardChannel, clean: bool) -> None:
+    def send_job(self, channel: Channel, clean: bool) -> None:
         """The current job for the channel: a future job + SetNewPrevHash on a new block (one
         message switches the miner), else a job that applies at once."""
         try:
@@ -204,16 +228,21 @@ class Sv2Connection:
         channel.jobs[job_id] = job
         while len(channel.jobs) > JOBS_PER_CHANNEL:
             channel.jobs.popitem(last=False)
-        root = job.merkle_root(channel.extranonce1 + channel.extranonce2)
-        template = job.template
-        prev = bytes.fromhex(template.prev_hash)[::-1]
-        if clean:
-            self.send(NewMiningJob(channel.channel_id, job_id, None, job.version, root))
-            self.send(SetNewPrevHash(channel.channel_id, job_id, prev, job.ntime, template.bits))
+        min_ntime = None if clean else job.ntime  # None: a future job, started by SetNewPrevHash
+        if channel.extended:
+            self.send(NewExtendedMiningJob(
+                channel.channel_id, job_id, min_ntime, job.version, True, tuple(job.branch),
+                job.coinbase.coinb1, job.coinbase.coinb2,
+            ))  # fmt: skip
         else:
-            self.send(NewMiningJob(channel.channel_id, job_id, job.ntime, job.version, root))
+            root = job.merkle_root(channel.extranonce1 + channel.extranonce2)
+            self.send(NewMiningJob(channel.channel_id, job_id, min_ntime, job.version, root))
+        if clean:
+            template = job.template
+            prev = bytes.fromhex(template.prev_hash)[::-1]
+            self.send(SetNewPrevHash(channel.channel_id, job_id, prev, job.ntime, template.bits))
 
-    async def on_submit(self, message: SubmitSharesStandard) -> None:
+    async def on_submit(self, message: SubmitSharesStandard | SubmitSharesExtended) -> None:
         channel = self.channels.get(message.channel_id)
         if channel is None:
             self.send(SubmitSharesError(message.channel_id, message.sequence_number,
@@ -235,17 +264,26 @@ class Sv2Connection:
             channel.channel_id, message.sequence_number, 1, int(channel.difficulty) or 1
         ))  # fmt: skip
 
-    def judge(self, channel: StandardChannel, message: SubmitSharesStandard) -> Share | str:
+    def judge(
+        self, channel: Channel, message: SubmitSharesStandard | SubmitSharesExtended
+    ) -> Share | str:
         """The share, or the spec's error code for why it is refused."""
         job = channel.jobs.get(message.job_id)
         if job is None or self.server.services.jobs.get(job.job_id) is not job:
             return "stale-share"
+        extranonce2 = channel.extranonce2
+        if isinstance(message, SubmitSharesExtended) != channel.extended:
+            return "invalid-channel-id"
+        if isinstance(message, SubmitSharesExtended):
+            if len(message.extranonce) != EXTRANONCE2_SIZE:
+                return "invalid-extranonce-size"
+            extranonce2 = message.extranonce
         mask = self.server.stratum_config.version_rolling_mask
         if (message.version ^ job.version) & ~mask:
             return "invalid-version"
         try:
             share = build_share(
-                job, channel.extranonce1, channel.extranonce2.hex(), f"{message.ntime:08x}",
+                job, channel.extranonce1, extranonce2.hex(), f"{message.ntime:08x}",
                 f"{message.nonce:08x}", f"{message.version & mask:08x}", mask, time.time(),
             )  # fmt: skip
         except ShareError as exc:
@@ -254,7 +292,7 @@ class Sv2Connection:
             # (firmware compares difficulties in floating point: a share on the edge of the
             # target may come in just above it, and a block is never refused)
             return "difficulty-too-low"
-        key = (message.job_id, message.nonce, message.ntime, message.version)
+        key = (extranonce2, message.job_id, message.nonce, message.ntime, message.version)
         if key in channel.seen:
             return "duplicate-share"
         if len(channel.seen) < MAX_SEEN_SHARES:
@@ -268,8 +306,8 @@ class Sv2Server:
     def __init__(
         self, services: PoolServices, config: StratumV2Config, identity: ServerIdentity,
         allocate_extranonce1: Callable[[], bytes],
-        on_connect: Callable[[StandardChannel], None] | None = None,
-        on_disconnect: Callable[[StandardChannel], None] | None = None,
+        on_connect: Callable[[Channel], None] | None = None,
+        on_disconnect: Callable[[Channel], None] | None = None,
     ) -> None:  # fmt: skip
         self.services = services
         self.config = config
@@ -307,11 +345,11 @@ class Sv2Server:
         finally:
             self.connections.discard(connection)
 
-    def register(self, channel: StandardChannel) -> None:
+    def register(self, channel: Channel) -> None:
         if self.on_connect is not None:
             self.on_connect(channel)
 
-    def release(self, channel: StandardChannel) -> None:
+    def release(self, channel: Channel) -> None:
         channel.closed = True
         if self.on_disconnect is not None:
             self.on_disconnect(channel)

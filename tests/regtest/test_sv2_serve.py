@@ -1,6 +1,7 @@
 """The pool's own SV2 port, mined on by the Bitaxe firmware's SV2 client (ESP-Miner's code built
-for Linux): a standard channel with the authority key checked finds regtest blocks that pay the
-miner's address in full; a wrong authority key fails the handshake."""
+for Linux): standard and extended channels with the authority key checked find regtest blocks
+that pay the miner's address in full; a wrong authority key fails the handshake; bad input
+closes only its own connection."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 import pytest_asyncio
 
 from pool.app import Pool
@@ -65,8 +67,9 @@ async def sv2_pool(fresh_node: RegtestNode, tmp_path: Path) -> AsyncIterator[Poo
         await pool.stop()
 
 
-async def test_standard_channel_mines_blocks_paying_the_miner(
-    sv2_pool: Pool, fresh_node: RegtestNode, sv2_miner: Path
+@pytest.mark.parametrize("channel", ["standard", "extended"])
+async def test_firmware_mines_blocks_paying_the_miner(
+    sv2_pool: Pool, fresh_node: RegtestNode, sv2_miner: Path, channel: str
 ) -> None:
     cfg = sv2_pool.full_config.stratum_v2
     assert cfg.authority_key_file is not None
@@ -75,11 +78,13 @@ async def test_standard_channel_mines_blocks_paying_the_miner(
     authority = authority_pubkey_base58(xonly_public_key(load_authority_key(key_file)))
     assert sv2_pool.sv2 is not None
     rc, result, log = await run_miner(
-        sv2_miner, sv2_pool.sv2.port, "--authority-pubkey", authority, "--max-blocks", "3"
-    )
+        sv2_miner, sv2_pool.sv2.port, "--authority-pubkey", authority, "--max-blocks", "3",
+        *(["--extended"] if channel == "extended" else []),
+    )  # fmt: skip
     assert rc == 0, log
     assert "Server certificate verified OK" in log
-    assert result["channel"] == "standard" and result["channel_opened"]
+    assert result["channel"] == channel and result["channel_opened"]
+    assert result["warnings"] == []  # nothing the firmware would mishandle
     refused = [line for line in log.splitlines() if "eject" in line or "rror" in line]
     assert result["accepted"] >= 1 and result["rejected"] == 0, (result["errors"], refused)
     assert result["blocks"], result
