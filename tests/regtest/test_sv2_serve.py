@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -37,7 +38,7 @@ from pool.sv2.codec import (
 )
 from pool.sv2.noise import ACT2_SIZE, Initiator, NoiseSession
 from tests.support.fixtures import pool_config
-from tests.support.node import RegtestNode
+from tests.support.node import RegtestNode, RPCError
 from tests.support.sv2_miner import USER, run_miner, sv2_miner
 
 __all__ = ["sv2_miner"]  # the fixture, shared with the firmware interop tests
@@ -85,22 +86,35 @@ async def test_firmware_mines_blocks_paying_the_miner(
     assert "Server certificate verified OK" in log
     assert result["channel"] == channel and result["channel_opened"]
     assert result["warnings"] == []  # nothing the firmware would mishandle
-    refused = [line for line in log.splitlines() if "eject" in line or "rror" in line]
-    assert result["accepted"] >= 1 and result["rejected"] == 0, (result["errors"], refused)
-    assert result["blocks"], result
+    assert result["submitted"] >= 1 and result["blocks"], result
+    # On regtest every share is a block: a share sent before the miner heard of the pool's
+    # last block is a sibling of it (the node keeps it off the best chain) or a stale share.
+    assert set(result["errors"]) <= {"stale-share"}, result
+    # The blocks the pool took (spooled): the firmware's last one may have been cut off by
+    # its exit, or been a stale share after the pool's own previous block.
+    taken = [json.loads(p.read_text())["hash"] for p in sv2_pool.spool.directory.glob("*.json")]
+    assert taken and set(taken) <= set(result["blocks"]), (taken, result["blocks"])
     script = fresh_node.rpc("validateaddress", ADDRESS)["scriptPubKey"]
-    # the miner's last block may still be on its way to the node when the miner exits
-    async with asyncio.timeout(30):
-        while fresh_node.rpc("getblockcount") < 101 + len(result["blocks"]):
-            await asyncio.sleep(0.1)
-    for block_hash in result["blocks"]:
+    best = 0
+    for block_hash in taken:
+        async with asyncio.timeout(30):  # submitted just after it was spooled
+            while not known(fresh_node, block_hash):
+                await asyncio.sleep(0.1)
         block = fresh_node.rpc("getblock", block_hash, 2)
-        assert block["confirmations"] >= 1  # in the best chain
-        coinbase = block["tx"][0]
-        paying = [o for o in coinbase["vout"] if o["value"] > 0]
+        best += block["confirmations"] >= 1
+        paying = [o for o in block["tx"][0]["vout"] if o["value"] > 0]
         assert [o["scriptPubKey"]["hex"] for o in paying] == [script]
         # the whole reward (subsidy + fees) to the miner: 50 BTC on a young regtest chain
         assert paying[0]["value"] >= 50
+    assert best >= 1
+
+
+def known(node: RegtestNode, block_hash: str) -> bool:
+    try:
+        node.rpc("getblockheader", block_hash)
+    except RPCError:
+        return False
+    return True
 
 
 async def test_wrong_authority_key_fails_the_handshake(sv2_pool: Pool, sv2_miner: Path) -> None:
