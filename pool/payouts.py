@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .consensus.address import AddressError, address_to_script, is_supported_payout
+from .consensus.address import AddressError, payout_script
 from .node import NodeError, NodeSet
 from .services import AddressRefused
 
@@ -30,12 +30,7 @@ class NodePayouts:
             return cached
         chain = self.nodes.chain or ""
         try:
-            script = address_to_script(address, chain)
-            if not is_supported_payout(script):
-                raise AddressError(
-                    "only P2PKH, P2SH, P2WPKH, P2WSH and P2TR payouts are supported (outputs to "
-                    "future witness versions can be spent by anyone today)"
-                )
+            script = payout_script(address, chain)
         except AddressError as exc:
             raise AddressRefused(f"{address!r} is not a valid {chain} address: {exc}") from None
         node = self.nodes.active or self.nodes.primary

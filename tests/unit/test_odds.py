@@ -1,4 +1,4 @@
-"""The odds arithmetic pinned at mainnet numbers (reference §12), and the human units."""
+"""The odds arithmetic pinned at mainnet numbers, and the human units."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ D_600EH = 600 * EH * 600 / 2**32  # the difficulty at which the network does 600
 
 
 def test_network_hashrate_from_difficulty() -> None:
-    # Reference §12: D = 1.0e14 at 600 s blocks implies 716 EH/s.
+    # D = 1.0e14 at 600 s blocks implies 716 EH/s (hashrate = D * 2**32 / 600 s).
     assert network_hashrate(D_1E14) == pytest.approx(715.8 * EH, rel=1e-4)
     assert network_hashrate(D_600EH) == pytest.approx(600 * EH, rel=1e-12)
 
