@@ -33,13 +33,14 @@ from typing import Any
 
 import pytest
 import uvloop
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pool.stratum.framing import LineTooLong
 from pool.stratum.session import Session
 from tests.support.fixtures import PoolFactory
 from tests.support.framing import ProtocolFeed
+from tests.support.fuzz import FUZZ
 from tests.support.node import RegtestNode
 from tests.support.session_fakes import (
     ADDRESS,
@@ -53,14 +54,6 @@ from tests.support.stratum_client import StratumTestClient
 
 COUNTS: Counter[str] = Counter()
 
-FUZZ = settings(
-    derandomize=True,
-    database=None,
-    deadline=None,
-    phases=[Phase.explicit, Phase.generate, Phase.shrink],
-    suppress_health_check=list(HealthCheck),
-    print_blob=True,
-)
 
 # --- sessions in every state -----------------------------------------------------------------
 

@@ -15,23 +15,15 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pool.sv2 import codec
 from pool.sv2.certificate import ServerIdentity, new_secret_key, xonly_public_key
 from pool.sv2.codec import FrameHeader, Sv2DecodeError, decode_frame, decode_message
 from pool.sv2.noise import HandshakeError, Initiator, NoiseSession, respond
+from tests.support.fuzz import FUZZ
 from tests.support.sv2_samples import SAMPLES
-
-FUZZ = settings(
-    derandomize=True,
-    database=None,
-    deadline=None,
-    phases=[Phase.explicit, Phase.generate, Phase.shrink],
-    suppress_health_check=list(HealthCheck),
-    print_blob=True,
-)
 
 VALID_FRAMES = [m.encode_frame() for m in SAMPLES]
 
