@@ -23,7 +23,12 @@ async def wait_height(node: RegtestNode, height: int, timeout: float = 10.0) -> 
 async def mine_one_block(client: StratumTestClient, node: RegtestNode, user: str) -> str:
     """Handshake, take the first job, submit a block, and wait until the node has it."""
     await client.handshake(user)
-    notify = (await client.notification("mining.notify"))["params"]
+    # Right after another block the first job may still build on the old tip (the pool's
+    # fresh template follows a moment later and makes it stale): mine on the node's tip.
+    tip = node.rpc("getbestblockhash")
+    await new_block_job(client, tip)
+    prev = bytes.fromhex(stratum_prevhash(tip))
+    notify = [m for m in notifies(client) if bytes.fromhex(m[1]) == prev][-1]
     en2 = bytes.fromhex("00000000000000aa")
     nonce = find_nonce(notify, client.extranonce1, en2, meets=True)
     header = header_for(notify, client.extranonce1, en2, int(notify[7], 16), nonce)
