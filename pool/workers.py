@@ -85,6 +85,7 @@ class MinerRecord:
     worker: str = ""
     difficulty: float = 0.0
     user_agent: str = ""
+    protocol: str = "v1"
     mining: bool = False
     closed: bool = False
 

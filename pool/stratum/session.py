@@ -263,6 +263,7 @@ class Session:
     and authorized in either order; with both it is mining (difficulty, then jobs) until
     closed. It has a vardiff controller (`vardiff`) and writes through its `writer`."""
 
+    protocol = "v1"  # what observers show beside the worker
     __slots__ = (
         "pool",
         "writer",

@@ -65,6 +65,7 @@ class Channel:
     rolls the last EXTRANONCE2_SIZE bytes itself. Also what the share sink and block sink see
     as the miner."""
 
+    protocol = "sv2"
     def __init__(
         self, channel_id: int, extended: bool, username: str, address: str,
         payout_script: bytes, extranonce1: bytes, difficulty: float, user_agent: str,
