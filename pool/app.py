@@ -14,6 +14,7 @@ from .config import Config, NodeConfig
 from .events import Events
 from .found import ACCEPTED, FoundBlock
 from .jobs import JobManager, Template
+from .messages import Sv2Setup
 from .node import NodeClient, NodeSet
 from .node.discovery import with_discovered_zmq
 from .node.templates import TemplateSource
@@ -33,7 +34,7 @@ from .sv2.certificate import (
 )
 from .sv2.server import Sv2Server
 from .tasks import Supervisor
-from .workers import WorkerGroup, WorkerStartError
+from .workers import Sv2PortError, WorkerGroup, WorkerStartError
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class Pool:
             )
             if (os.cpu_count() or 1) > 1:
                 self.stratum.enable_threaded_sends()
-        # Stratum V2 beside V1 (one process only; config refuses it with workers > 1).
+        # Stratum V2 beside V1: served here, or by the worker processes (`WorkerGroup.sv2`).
         self.sv2: Sv2Server | None = None
         self.miners = AllMiners(self.stratum)
         self.source = TemplateSource(
@@ -123,6 +124,7 @@ class Pool:
         self.events.add(self.view)
         self.api = ApiServer(self.view, config.api)
         self.chain = ""
+        self.sv2_authority = ""  # the authority public key miners paste (base58check)
         self._stopping = asyncio.Event()
         self._stopped = False
 
@@ -157,8 +159,13 @@ class Pool:
                 "change [api] port or host, or set [api] enabled = false",
                 exit_code=2,
             ) from None
+        identity = self._sv2_identity() if self.full_config.stratum_v2.port else None
+        if identity is not None and isinstance(self.stratum, WorkerGroup):
+            self.stratum.sv2 = Sv2Setup(self.full_config.stratum_v2, identity)
         try:
             await self.stratum.start()
+        except Sv2PortError as exc:
+            raise self._sv2_listen_error(exc) from None
         except WorkerStartError as exc:
             raise StartupError(
                 f"could not start the Stratum worker processes ({exc.strerror}); see the lines "
@@ -171,37 +178,52 @@ class Pool:
                 "pool running there? Change [stratum] port or host",
                 exit_code=2,
             ) from None
-        if self.full_config.stratum_v2.port and isinstance(self.stratum, StratumServer):
-            await self._start_sv2(self.stratum)
+        if identity is not None:
+            await self._start_sv2(identity)
         self.source.config = await with_discovered_zmq(self.node, self.source.config)
         self.source.start()
 
-    async def _start_sv2(self, stratum: StratumServer) -> None:
+    def _sv2_identity(self) -> ServerIdentity:
+        """The authority key (made at first start) and this run's identity signed by it: one
+        for the whole pool, whichever process serves SV2."""
         cfg = self.full_config.stratum_v2
         assert cfg.authority_key_file is not None
         try:
             authority = load_or_create_authority_key(cfg.authority_key_file)
         except (OSError, ValueError) as exc:
             raise StartupError(f"[stratum_v2] authority_key_file: {exc}", exit_code=2) from None
-        identity = ServerIdentity.issue(
+        self.sv2_authority = authority_pubkey_base58(xonly_public_key(authority))
+        return ServerIdentity.issue(
             authority, int(cfg.certificate_validity_days * 86_400), int(time.time())
         )
-        self.sv2 = Sv2Server(
-            self, cfg, identity, stratum.allocate_extranonce1,
-            on_connect=self.events.connect, on_disconnect=self.events.disconnect,
-        )  # fmt: skip
-        try:
-            await self.sv2.start()
-        except OSError as exc:
-            raise StartupError(
-                f"cannot listen for SV2 miners on {cfg.host}:{cfg.port}: {exc.strerror}; change "
-                "[stratum_v2] port or host",
-                exit_code=2,
-            ) from None
-        self.miners.parts.append(self.sv2)
+
+    def _sv2_listen_error(self, exc: OSError) -> StartupError:
+        cfg = self.full_config.stratum_v2
+        return StartupError(
+            f"cannot listen for SV2 miners on {cfg.host}:{cfg.port}: {exc.strerror}; change "
+            "[stratum_v2] port or host",
+            exit_code=2,
+        )
+
+    async def _start_sv2(self, identity: ServerIdentity) -> None:
+        """Serve SV2 here beside the V1 server (the worker processes already do with
+        workers > 1), and say where and with which authority key."""
+        cfg = self.full_config.stratum_v2
+        if isinstance(self.stratum, WorkerGroup):
+            port = self.stratum.sv2_port
+        else:
+            self.sv2 = Sv2Server(
+                self, cfg, identity, self.stratum.allocate_extranonce1,
+                on_connect=self.events.connect, on_disconnect=self.events.disconnect,
+            )  # fmt: skip
+            try:
+                await self.sv2.start()
+            except OSError as exc:
+                raise self._sv2_listen_error(exc) from None
+            self.miners.parts.append(self.sv2)
+            port = self.sv2.port
         log.info(
-            "Stratum V2 on %s:%d; authority public key %s",
-            cfg.host, self.sv2.port, authority_pubkey_base58(xonly_public_key(authority)),
+            "Stratum V2 on %s:%d; authority public key %s", cfg.host, port, self.sv2_authority
         )
 
     async def stop(self) -> None:

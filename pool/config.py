@@ -457,11 +457,6 @@ def _stratum_v2(
 ) -> StratumV2Config:
     d = StratumV2Config()
     port = section.integer("port", d.port, 0, 65535)
-    if port and stratum.workers > 1:
-        raise ConfigError(
-            "[stratum_v2] port needs [stratum] workers = 1 for now (SV2 runs in the main "
-            "process only); set workers = 1 or port = 0"
-        )
     if port and port in (stratum.port, stratum.tls_port):
         raise ConfigError(f"[stratum_v2] port {port} is already used by [stratum]; pick another")
     key_file = section.string("authority_key_file", None)

@@ -12,9 +12,10 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
-from .config import StratumConfig
+from .config import StratumConfig, StratumV2Config
 from .found import FoundBlock
 from .jobs import Template
+from .sv2.certificate import ServerIdentity
 
 
 class Message:
@@ -33,6 +34,16 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
+class Sv2Setup:
+    """What a worker needs to serve Stratum V2: the `[stratum_v2]` config (its port the one
+    the main process reserved) and the pool's identity, the same in every worker so a miner
+    reconnecting to any of them meets the same pool."""
+
+    config: StratumV2Config
+    identity: ServerIdentity
+
+
+@dataclass(frozen=True, slots=True)
 class Start(Message):
     """The worker's set-up, first thing after it is launched."""
 
@@ -42,6 +53,7 @@ class Start(Message):
     template: Template | None
     coinbase_tag: bytes
     log_level: int
+    sv2: Sv2Setup | None = None  # None: Stratum V2 is off
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +141,7 @@ class Connected(Message):
 
     sid: bytes
     connected_at: float  # time.monotonic() (one clock for all processes)
+    protocol: str = "v1"  # "sv2" for a Stratum V2 channel
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +162,7 @@ class MinerChanged(Message):
     difficulty: float
     user_agent: str
     mining: bool
+    protocol: str = "v1"
 
 
 @dataclass(frozen=True, slots=True)

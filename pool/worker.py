@@ -7,7 +7,9 @@ jobs (built from the templates the main process sends), share checks, vardiff. I
 the same services as in one process (`pool.services`): jobs and config held here, a found block
 spooled here by the one `BlockIntake` before the miner's `true` and then handed to the main
 process to submit; payout checks and share facts go to the main process as typed messages
-(`pool.messages`): shares in batches, session state once a second.
+(`pool.messages`): shares in batches, session state once a second. With `[stratum_v2]` on it
+also serves SV2 on that port (SO_REUSEPORT too), on the same services, with the identity the
+main process issued, and reports its channels as it does its V1 sessions.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from typing import Any
 
 from . import messages
@@ -30,10 +32,12 @@ from .events import ShareView
 from .found import FoundBlock
 from .ipc import Channel
 from .jobs import JobManager
-from .services import AddressRefused, Finder, Miner, install_template
+from .services import AddressRefused, AllMiners, Finder, Miner, install_template
 from .shares import Share
 from .stratum.server import StratumServer
 from .stratum.session import Session
+from .sv2.server import Channel as Sv2Channel
+from .sv2.server import Sv2Server
 from .tasks import supervised
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,8 @@ class WorkerPool:
         self.config = StratumConfig()
         self.jobs = JobManager(b"")
         self.stratum = StratumServer(self, on_connect=self._connected, on_disconnect=self._gone)
+        self.sv2: Sv2Server | None = None  # with `[stratum_v2]` on (Start says)
+        self.miners = AllMiners(self.stratum)  # every protocol's miners, for new templates
         self.intake: BlockIntake | None = None
         self.started = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -67,7 +73,7 @@ class WorkerPool:
     def on_message(self, message: Any) -> None:
         match message:
             case messages.NewTemplate(template, tag):
-                install_template(self.jobs, self.stratum, template, tag)
+                install_template(self.jobs, self.miners, template, tag)
             case messages.Start():
                 self._start(message)
             case messages.PayoutResolved(request):
@@ -92,8 +98,15 @@ class WorkerPool:
         self.stratum.extranonce_prefix = start.index << 24
         self.stratum.extranonce_mask = 0x00FFFFFF
         self.stratum.reuse_port = True
+        if start.sv2 is not None:
+            # Its channels' extranonce1s from this worker's space too: unique across workers.
+            self.sv2 = Sv2Server(
+                self, start.sv2.config, start.sv2.identity, self.stratum.allocate_extranonce1,
+                on_connect=self._sv2_connected, on_disconnect=self._sv2_gone, reuse_port=True,
+            )  # fmt: skip
+            self.miners.parts.append(self.sv2)
         if start.template is not None:
-            install_template(self.jobs, self.stratum, start.template, start.coinbase_tag)
+            install_template(self.jobs, self.miners, start.template, start.coinbase_tag)
         self.started.set()
 
     def _apply_config(self, config: StratumConfig) -> None:
@@ -158,6 +171,14 @@ class WorkerPool:
             remember = (session.username, session.difficulty)
         self._queue(messages.Disconnected(session.extranonce1, remember))
 
+    def _sv2_connected(self, channel: Sv2Channel) -> None:
+        self._queue(messages.Connected(channel.extranonce1, channel.connected_at, "sv2"))
+
+    def _sv2_gone(self, channel: Sv2Channel) -> None:
+        # No difficulty to remember: the other workers' memory is for V1 reconnects.
+        self._reported.pop(channel.extranonce1, None)
+        self._queue(messages.Disconnected(channel.extranonce1))
+
     def _queue(self, event: messages.SessionEvent) -> None:
         events = self._events
         events.append(event)
@@ -174,15 +195,22 @@ class WorkerPool:
             events, self._events = self._events, []
             self._send(messages.Events(tuple(events)))
 
+    def _miners(self) -> Iterator[Session | Sv2Channel]:
+        yield from self.stratum.sessions
+        if self.sv2 is not None:
+            for connection in self.sv2.connections:
+                yield from connection.channels.values()
+
     def snapshot(self) -> None:
-        """Queue the state of every session that changed since it was last reported."""
+        """Queue the state of every session and SV2 channel that changed since it was last
+        reported."""
         reported = self._reported
-        for session in self.stratum.sessions:
+        for session in self._miners():
             if session.closed:
                 continue
             state = (
                 session.address, session.worker, session.difficulty, session.user_agent,
-                session.mining,
+                session.mining, session.protocol,
             )
             # Only a hash is kept per connection (memory); a collision would at worst delay
             # one display update by a second.
@@ -210,6 +238,8 @@ class WorkerPool:
         await self.started.wait()
         try:
             await self.stratum.start()
+            if self.sv2 is not None:
+                await self.sv2.start()
         except OSError as exc:
             self._send(messages.Failed(exc.errno or 0, exc.strerror or str(exc)))
             return 1
@@ -220,6 +250,11 @@ class WorkerPool:
         await self.stratum.close()  # client.reconnect to every miner
         if self.intake is not None:
             await self.intake.drain()  # found blocks spooled and handed over
+        if self.sv2 is not None:
+            # After the drain: an SV2 miner hears SubmitShares.Success for a block it found.
+            await self.sv2.close()
+            if self.intake is not None:
+                await self.intake.drain()  # one found in between
         self.snapshot()
         self.flush()
         for future in self._requests.values():

@@ -6,7 +6,8 @@ their sessions report (`pool.messages`) to the same services a session of the ma
 would use: share facts to the share sink, found blocks (already spooled by the worker) to the
 submitter, payout checks to the payout resolver. It keeps a record of each of their connections
 for the API and metrics, and restarts a worker that dies. Miners on the other workers never
-notice.
+notice. With `[stratum_v2]` on, every worker also serves SV2 on its port, with the one identity
+(static key and certificate) the main process issued.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from .messages import (
     Start,
     Stop,
     Stopped,
+    Sv2Setup,
 )
 from .services import AddressRefused, JobSource, PayoutResolver, ShareSink
 from .stratum.server import tls_context
@@ -63,6 +65,10 @@ CHANNEL_GRACE_SECONDS = 2.0  # a closed channel without an exit: give up on the 
 
 class WorkerStartError(OSError):
     """A worker process did not come up (it exited, or never said it listens)."""
+
+
+class Sv2PortError(OSError):
+    """The `[stratum_v2]` port is taken."""
 
 
 class MainServices(JobSource, PayoutResolver, ShareSink, Protocol):
@@ -161,6 +167,8 @@ class WorkerGroup:
         self._holders: list[socket.socket] = []
         self._port = 0
         self._tls_port: int | None = None
+        self.sv2: Sv2Setup | None = None  # set before start() to serve SV2 too
+        self._sv2_port: int | None = None
         self._closing = False
         self._supervisors: set[asyncio.Task[None]] = set()
         self._answers: set[asyncio.Task[None]] = set()
@@ -178,6 +186,10 @@ class WorkerGroup:
     @property
     def tls_port(self) -> int | None:
         return self._tls_port
+
+    @property
+    def sv2_port(self) -> int | None:
+        return self._sv2_port
 
     @property
     def pids(self) -> list[int]:
@@ -200,6 +212,14 @@ class WorkerGroup:
             tls_holder = reserve_port(cfg.host, cfg.tls_port)
             self._holders.append(tls_holder)
             self._tls_port = tls_holder.getsockname()[1]
+        if self.sv2 is not None:
+            try:
+                sv2_holder = reserve_port(self.sv2.config.host or cfg.host, self.sv2.config.port)
+            except OSError as exc:
+                self._release_ports()
+                raise Sv2PortError(exc.errno, exc.strerror) from None
+            self._holders.append(sv2_holder)
+            self._sv2_port = sv2_holder.getsockname()[1]
         self.workers = [WorkerProcess(i) for i in range(self.count)]
         try:
             pids = await asyncio.gather(*(self._launch(w) for w in self.workers))
@@ -219,6 +239,12 @@ class WorkerGroup:
         return dataclasses.replace(
             self.pool.config, port=self._port, tls_port=self._tls_port or 0
         )
+
+    def _worker_sv2(self) -> Sv2Setup | None:
+        if self.sv2 is None:
+            return None
+        config = dataclasses.replace(self.sv2.config, port=self._sv2_port or 0)
+        return dataclasses.replace(self.sv2, config=config)
 
     async def _launch(self, w: WorkerProcess) -> int:
         """Start worker `w` and wait until it listens; returns its pid."""
@@ -242,7 +268,7 @@ class WorkerGroup:
         pool = self.pool
         w.channel.send(Start(
             self._worker_config(), self.data_dir, w.index, pool.jobs.template,
-            pool.jobs.coinbase_tag, logging.getLogger().getEffectiveLevel(),
+            pool.jobs.coinbase_tag, logging.getLogger().getEffectiveLevel(), self._worker_sv2(),
         ))
         supervisor = self._tasks.start(f"worker-{w.index}", partial(self._supervise, w))
         self._supervisors.add(supervisor)
@@ -387,7 +413,7 @@ class WorkerGroup:
             elif type(event) is MinerChanged:
                 self._changed(w, event)
             elif type(event) is Connected:
-                record = MinerRecord(event.sid, event.connected_at)
+                record = MinerRecord(event.sid, event.connected_at, protocol=event.protocol)
                 w.sessions[event.sid] = record
                 self.pool.events.connect(record)
             elif type(event) is Disconnected:
@@ -417,8 +443,8 @@ class WorkerGroup:
         # Shared strings: thousands of miners often have one address and one agent.
         record.address = None if event.address is None else intern(event.address)
         record.user_agent = intern(event.user_agent)
-        record.worker, record.difficulty, record.mining = (
-            event.worker, event.difficulty, event.mining
+        record.worker, record.difficulty, record.mining, record.protocol = (
+            event.worker, event.difficulty, event.mining, event.protocol
         )
 
     def _disconnected(

@@ -308,7 +308,7 @@ class Sv2Server:
         self, services: PoolServices, config: StratumV2Config, identity: ServerIdentity,
         allocate_extranonce1: Callable[[], bytes],
         on_connect: Callable[[Channel], None] | None = None,
-        on_disconnect: Callable[[Channel], None] | None = None,
+        on_disconnect: Callable[[Channel], None] | None = None, *, reuse_port: bool = False,
     ) -> None:  # fmt: skip
         self.services = services
         self.config = config
@@ -316,6 +316,7 @@ class Sv2Server:
         self.allocate_extranonce1 = allocate_extranonce1
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
+        self.reuse_port = reuse_port  # SO_REUSEPORT: worker processes share the port
         self.connections: set[Sv2Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
@@ -335,7 +336,7 @@ class Sv2Server:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
-            self._accept, self.config.host, self.config.port
+            self._accept, self.config.host, self.config.port, reuse_port=self.reuse_port or None
         )
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

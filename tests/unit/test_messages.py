@@ -11,10 +11,11 @@ from typing import Any, get_args
 import pytest
 
 from pool import messages
-from pool.config import StratumConfig
+from pool.config import StratumConfig, StratumV2Config
 from pool.found import FoundBlock
 from pool.ipc import Channel, encode
 from pool.jobs import Template
+from pool.sv2.certificate import ServerIdentity
 from tests.support.paths import DATA_DIR
 
 GBT = DATA_DIR / "gbt_mainnet.json"
@@ -25,10 +26,15 @@ BLOCK = FoundBlock(
     found_at=1_700_000_000.5, answers={"node": "null"},
 )
 SID = bytes.fromhex("01abcdef")
+SV2 = messages.Sv2Setup(
+    StratumV2Config(port=3336, host="0.0.0.0", authority_key_file=Path("/d/sv2_authority.key")),
+    ServerIdentity.issue(bytes(31) + b"\x01", 365 * 86_400, 1_700_000_000),
+)
 
 SAMPLES: list[Any] = [
     messages.Start(CONFIG, Path("/var/lib/solopool"), 3, TEMPLATE, b"/solopool/", 20),
     messages.Start(CONFIG, Path("/tmp/x"), 0, None, b"", 10),
+    messages.Start(CONFIG, Path("/tmp/x"), 1, TEMPLATE, b"", 20, SV2),
     messages.NewTemplate(TEMPLATE, b"/tag/"),
     messages.NewConfig(CONFIG),
     messages.PayoutResolved(7, script=bytes.fromhex("0014" + "11" * 20)),
@@ -42,10 +48,12 @@ SAMPLES: list[Any] = [
     messages.ResolvePayout(7, "bc1qexample"),
     messages.BlockFound(BLOCK),
     messages.Connected(SID, 1234.5),
+    messages.Connected(SID, 1234.5, "sv2"),
     messages.Disconnected(SID),
     messages.Disconnected(SID, ("bc1qx.rig", 2048.0)),
     messages.MinerChanged(SID, "bc1qx", "bc1qx.rig", 1024.0, "bitaxe/BM1370/v2.4.0", True),
     messages.MinerChanged(SID, None, "", 0.0, "", False),
+    messages.MinerChanged(SID, "bc1qx", "rig", 1.0, "bitaxe v2.4 (SV2)", True, "sv2"),
     messages.ShareAccepted(SID, "bc1qx", "bc1qx.rig", 5000.25, False, 1024.0),
     messages.ShareRejected(SID, None, "", 24, "unauthorized worker"),
     messages.Events((
@@ -99,6 +107,18 @@ def test_share_accepted_is_the_share_observers_read() -> None:
     share = messages.ShareAccepted(SID, "bc1qx", "bc1qx.rig", 5000.25, True, 1024.0)
     # What stats and alerts read of an accepted share (a ShareView).
     assert (share.difficulty, share.is_block) == (5000.25, True)
+
+
+def test_sv2_setup_survives_whole() -> None:
+    """Every worker gets the same identity: a miner that reconnects to another worker meets
+    the same static key and certificate."""
+    start = round_trip(messages.Start(CONFIG, Path("/tmp/x"), 1, None, b"", 20, SV2))
+    assert start.sv2 == SV2 and type(start.sv2.identity) is ServerIdentity
+    assert start.sv2.identity.static_secret == SV2.identity.static_secret
+    assert start.sv2.identity.certificate.encode() == SV2.identity.certificate.encode()
+    assert start.sv2.config.port == 3336
+    assert round_trip(messages.Connected(SID, 1.0, "sv2")).protocol == "sv2"
+    assert round_trip(messages.Connected(SID, 1.0)).protocol == "v1"
 
 
 def test_found_block_fields_survive() -> None:

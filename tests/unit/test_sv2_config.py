@@ -35,10 +35,21 @@ def test_host_follows_stratum_and_paths_are_relative_to_the_config() -> None:
     assert config.stratum_v2.authority_key_file == Path("/base/keys/a.key")
 
 
+def test_served_by_worker_processes_too() -> None:
+    config = parse_config(
+        {"node": NODE, "stratum": {"workers": 2}, "stratum_v2": {"port": 3336}}, Path("/base")
+    )
+    assert config.stratum.workers == 2 and config.stratum_v2.port == 3336
+
+
 @pytest.mark.parametrize(
     ("tables", "message"),
     [
-        ({"stratum_v2": {"port": 3336}, "stratum": {"workers": 2}}, "workers = 1"),
+        ({"stratum_v2": {"port": 3333}, "stratum": {"workers": 2}}, "already used by [stratum]"),
+        (
+            {"stratum_v2": {"port": 3343}, "stratum": {"tls_port": 3343}},
+            "already used by [stratum]",
+        ),
         ({"stratum_v2": {"port": 3333}}, "already used by [stratum]"),
         ({"stratum_v2": {"port": 70000}}, "[stratum_v2] port must be between 0 and 65535"),
         ({"stratum_v2": {"certificate_validity_days": 0}}, "must be greater than 0"),
