@@ -394,9 +394,12 @@ class WorkerGroup:
 
     def _on_closed(self, w: WorkerProcess) -> None:
         # Normally its exit follows at once and says more (the supervisor reports the code).
+        # This launch's future: by the time this fires a restart may be starting, not failed.
+        ready = w.ready
+
         def gone() -> None:
-            if not w.ready.done():
-                w.ready.set_exception(
+            if not ready.done():
+                ready.set_exception(
                     WorkerStartError(errno.EPIPE, f"Stratum worker {w.index} closed its channel")
                 )
 

@@ -437,3 +437,24 @@ async def test_tls_port_served_by_the_workers(
     assert client.writer.get_extra_info("ssl_object") is not None
     await mine_one_block(client, node, node.new_address("bech32") + ".tls")
     await client.close()
+
+
+async def test_slow_restart_is_not_failed_by_the_dead_workers_channel(
+    node: RegtestNode, start_pool: PoolFactory, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The dead worker's closed channel must not fail its replacement's start: here the restart
+    comes at once and a start takes longer than the closed-channel grace (as on a busy box)."""
+    import pool.workers as workers_module
+
+    monkeypatch.setattr(workers_module, "RESTART_SECONDS", (0.0,))
+    monkeypatch.setattr(workers_module, "CHANNEL_GRACE_SECONDS", 0.01)
+    pool = await start_pool(node, workers=2)
+    w = group(pool).workers[0]
+    victim = w.pid
+    assert victim is not None
+    os.kill(victim, signal.SIGKILL)
+    await eventually(lambda: w.pid != victim and w.ready.done(), timeout=60)
+    assert w.ready.exception() is None and w.ready.result() == w.pid
+    assert w.restarts == 1
+    assert "could not restart" not in caplog.text
