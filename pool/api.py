@@ -270,6 +270,8 @@ class ApiServer:
             "connections": len(sessions),
             "difficulty": max((s.difficulty for s in sessions), default=None),
             "user_agent": next((s.user_agent for s in sessions if s.user_agent), None),
+            # What it mines with now, else what it last mined with.
+            "protocol": sessions[0].protocol if sessions else w.protocol,
             "hashrate": rates_json(rates),
             "accepted": w.accepted,
             "rejected": w.rejected,
@@ -353,6 +355,8 @@ class ApiServer:
             "hashrate": rates_json(rates),
             "miners": snap.mining,
             "connections": snap.connections,
+            "connections_by_protocol": snap.by_protocol,
+            "stratum_v2": pool.stratum_v2.to_json() if pool.stratum_v2 is not None else None,
             "workers_online": len(snap.groups),
             "workers_total": snap.workers_total,
             "shares": snap.totals,

@@ -22,6 +22,12 @@ from .consensus.address import AddressError, payout_script
 from .node import RPC_METHOD_NOT_FOUND, NodeClient, NodeError, NodeRPCError
 from .node.discovery import connectable, published_hashblock
 from .preflight import EXIT_FAIL, Problem, probe_node
+from .sv2.certificate import (
+    AuthorityKeyError,
+    authority_pubkey_base58,
+    load_authority_key,
+    xonly_public_key,
+)
 
 EXIT_OK = 0
 
@@ -77,6 +83,7 @@ def run_checks(config: Config, report: Report, address: str | None = None) -> No
     check_ports(config, report)
     check_data_dir(config, report)
     check_tls(config, report)
+    check_stratum_v2(config, report)
     check_version_rolling(config, report)
 
 
@@ -208,6 +215,9 @@ def check_ports(config: Config, report: Report) -> None:
     wanted: list[tuple[str, str, int, str]] = [("Stratum", s.host, s.port, "[stratum] port")]
     if s.tls_port:
         wanted.append(("Stratum TLS", s.host, s.tls_port, "[stratum] tls_port"))
+    v2 = config.stratum_v2
+    if v2.port:
+        wanted.append(("Stratum V2", v2.host or s.host, v2.port, "[stratum_v2] port"))
     if config.api.enabled:
         wanted.append(("API", config.api.host, config.api.port, "[api] port"))
     for name, host, port, key in wanted:
@@ -225,6 +235,35 @@ def check_ports(config: Config, report: Report) -> None:
             )
         else:
             report.fail(f"cannot listen on {where}: {exc.strerror or exc}", f"check {key} and host")
+
+
+def check_stratum_v2(config: Config, report: Report) -> None:
+    """The authority public key, ready to paste into AxeOS. A missing key file is left for the
+    pool to create: check may run as another user (root, say), and a 0600 file it made would
+    be unreadable to the pool."""
+    v2 = config.stratum_v2
+    if not v2.port or v2.authority_key_file is None:
+        return
+    path = v2.authority_key_file
+    if not path.exists():
+        report.info(
+            f"Stratum V2: the authority key {path} will be created at first start (mode 0600); "
+            "its public key is then logged, shown on the dashboard and by solopool check",
+            "back the key file up: miners that pin the pool need the same key",
+        )
+        return
+    try:
+        secret = load_authority_key(path)
+    except AuthorityKeyError as exc:
+        report.fail(
+            f"[stratum_v2] authority_key_file: {exc}",
+            "as said, or point [stratum_v2] authority_key_file at the pool's key",
+        )
+        return
+    report.ok(
+        f"Stratum V2 on port {v2.port}; authority public key (paste into AxeOS): "
+        f"{authority_pubkey_base58(xonly_public_key(secret))}"
+    )
 
 
 def check_version_rolling(config: Config, report: Report) -> None:

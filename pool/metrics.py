@@ -56,7 +56,13 @@ class PoolCollector(Collector):
         best = GaugeMetricFamily(
             "solopool_best_share_difficulty", "Best share difficulty", labels=["worker", "scope"]
         )
+        info = GaugeMetricFamily(
+            "solopool_worker_info", "Always 1: the protocol a worker mines (or last mined) with",
+            labels=["worker", "protocol"],
+        )
         for w in snap.top:
+            live = snap.groups.get(w.name)
+            info.add_metric([w.name, live[0].protocol if live else w.protocol], 1)
             shares.add_metric([w.name, "accepted"], w.accepted)
             shares.add_metric([w.name, "stale"], w.stale)
             shares.add_metric([w.name, "rejected"], w.rejected)
@@ -77,6 +83,7 @@ class PoolCollector(Collector):
         yield hashrate
         yield band
         yield best
+        yield info
 
         pool_rates = snap.pool_rates
         pool_hashrate = GaugeMetricFamily(
@@ -124,6 +131,13 @@ class PoolCollector(Collector):
         yield GaugeMetricFamily(
             "solopool_connections", "Open Stratum connections", value=snap.connections
         )
+        by_protocol = GaugeMetricFamily(
+            "solopool_protocol_connections",
+            "Open connections by protocol (an SV2 channel counts as one)", labels=["protocol"],
+        )
+        for protocol, n in snap.by_protocol.items():
+            by_protocol.add_metric([protocol], n)
+        yield by_protocol
         template = pool.template
         if template is not None:
             yield GaugeMetricFamily(

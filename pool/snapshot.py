@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 SNAPSHOT_SECONDS = 2.0  # API answers about all workers are at most this old
 HISTORY_SNAPSHOT_SECONDS = 60.0  # the 24 h chart changes per 10-minute bin
 YIELD_EVERY = 250  # workers or connections handled between yields to the event loop
+PROTOCOLS = ("v1", "sv2")  # what MinerView.protocol can be
 HISTORY_MAX_WORKERS = 50  # per-worker series in /api/history (the pool's total covers all)
 
 T = TypeVar("T")
@@ -84,10 +85,22 @@ async def pause(i: int) -> None:
 
 
 class Connections(Protocol):
-    """The Stratum side (in this process or in worker processes): its open connections."""
+    """Every protocol's open connections: V1 sessions (in this process or in worker processes)
+    and SV2 channels."""
 
     @property
     def sessions(self) -> Collection[MinerView]: ...
+
+
+@dataclass(frozen=True)
+class Sv2Endpoint:
+    """Where SV2 miners connect, and the key they check the pool with."""
+
+    port: int
+    authority_pubkey: str  # base58check, ready to paste into AxeOS
+
+    def to_json(self) -> dict[str, Any]:
+        return {"port": self.port, "authority_pubkey": self.authority_pubkey}
 
 
 class PoolView(PoolListener):
@@ -111,6 +124,7 @@ class PoolView(PoolListener):
         self._nodes = nodes
         self._connections = connections
         self._payouts = payouts
+        self.stratum_v2: Sv2Endpoint | None = None  # set once the SV2 port listens
         self.started_at = time.time()
         self._changes = 0
 
@@ -167,6 +181,7 @@ def last_active(w: WorkerStats) -> float:
 class Snapshot:
     time: float  # the stats clock when it was taken
     connections: int
+    by_protocol: dict[str, int]  # open connections per protocol ("v1", "sv2"), both always
     mining: int
     groups: dict[str, list[MinerView]]  # worker name -> its mining connections
     live_addresses: set[str]  # payout addresses of every authorized connection
@@ -184,7 +199,9 @@ async def take_snapshot(pool: PoolView, top_count: int) -> Snapshot:
     groups: dict[str, list[MinerView]] = {}
     live: set[str] = set()
     mining = 0
+    by_protocol = dict.fromkeys(PROTOCOLS, 0)
     for i, s in enumerate(sessions):
+        by_protocol[s.protocol] = by_protocol.get(s.protocol, 0) + 1
         if s.address is not None:
             live.add(s.address)
             if s.mining and not s.closed:
@@ -207,6 +224,7 @@ async def take_snapshot(pool: PoolView, top_count: int) -> Snapshot:
     return Snapshot(
         time=now,
         connections=len(sessions),
+        by_protocol=by_protocol,
         mining=mining,
         groups=groups,
         live_addresses=live,

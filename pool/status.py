@@ -86,6 +86,12 @@ def render(pool: dict[str, Any], workers: list[dict[str, Any]]) -> str:
         f"  blocks      {blocks.get('found', 0)} found ({blocks.get('accepted', 0)} accepted, "
         f"{blocks.get('orphaned', 0)} orphaned, {blocks.get('rejected', 0)} rejected)",
     ]
+    sv2 = pool.get("stratum_v2")
+    if sv2:
+        lines.append(
+            f"  stratum v2  port {sv2.get('port')}, authority public key "
+            f"{sv2.get('authority_pubkey')}"
+        )
     odds = pool.get("odds")
     if odds:
         p = float(odds.get("block_probability") or 0)
@@ -107,7 +113,7 @@ def render(pool: dict[str, Any], workers: list[dict[str, Any]]) -> str:
         state = "online " if w.get("online") else "offline"
         wbest = w.get("best_share") or {}
         lines.append(
-            f"  {state} {w.get('name')}\n"
+            f"  {state} {w.get('name')} ({str(w.get('protocol') or 'v1').upper()})\n"
             f"          {_rate(rates.get('10m'))} (10 min), {_rate(rates.get('24h'))} (24 h); "
             f"difficulty {format_difficulty(w.get('difficulty'))}; "
             f"{w.get('accepted', 0):,} accepted, {w.get('stale', 0):,} stale, "

@@ -75,6 +75,7 @@ class WorkerStats:
     rejected: int = 0  # rejected for any reason but stale
     stale: int = 0
     diff_sum: float = 0.0
+    protocol: str = "v1"  # what it last mined with: "v1" or "sv2"
     best: Best = field(default_factory=Best)
     recent: deque[tuple[float, float]] = field(default_factory=deque)
     buckets: dict[int, Bucket] = field(default_factory=dict)

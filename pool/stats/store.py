@@ -65,12 +65,17 @@ MIGRATIONS: list[str] = [
         updated_at REAL NOT NULL
     );
     """,
+    # 1 -> 2: the protocol (Stratum V1 or V2) a worker last mined with; older rows were V1
+    """
+    ALTER TABLE workers ADD COLUMN protocol TEXT NOT NULL DEFAULT 'v1';
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # The columns a record is written to and read from; the record's fields have the same names.
 WORKER_COLUMNS = (
     "name", "address", "first_seen", "last_share_at", "accepted", "rejected", "stale", "diff_sum",
+    "protocol",
 )
 BLOCK_COLUMNS = (
     "hash", "height", "found_at", "worker", "address", "reward", "status", "answer",

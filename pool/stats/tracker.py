@@ -361,6 +361,7 @@ class Stats(PoolListener):
         w = self._worker(session, now)
         if w is None:
             return
+        w.protocol = session.protocol
         w.accepted += 1
         w.diff_sum += difficulty
         w.last_share_at = now

@@ -74,7 +74,7 @@ class Channel:
         self.extended = extended
         self.username = username
         self.address: str | None = address
-        self.worker = username.partition(".")[2]
+        self.worker = username  # ADDRESS.worker, as a V1 session: stats and blocks key by it
         self.payout_script = payout_script
         self._extranonce1 = extranonce1
         self.difficulty = difficulty

@@ -213,6 +213,18 @@ function renderPool(pool) {
   setText("pool-rejected", fmtCount(shares.rejected));
   setText("version", `solopool ${pool.version}`);
   setText("uptime", fmtDuration(pool.uptime));
+  renderSv2(pool.stratum_v2);
+}
+
+function renderSv2(sv2) {
+  $("sv2-panel").hidden = !sv2;
+  if (!sv2) return;
+  // The host the browser reached the pool by is the one miners on the same network use.
+  const host = location.hostname.includes(":") ? `[${location.hostname}]` : location.hostname;
+  setText("sv2-host", location.hostname);
+  setText("sv2-port", String(sv2.port));
+  setText("sv2-url", `stratum2+tcp://${host}:${sv2.port}/${sv2.authority_pubkey}`);
+  setText("sv2-key", sv2.authority_pubkey);
 }
 
 function renderWorkers(data) {
@@ -233,6 +245,7 @@ function renderWorkers(data) {
     tr.append(
       cell(el("div", {}, name, addr), "", "name"),
       cell(status, "", "status"),
+      cell(w.protocol === "sv2" ? "SV2" : "V1", "", "protocol"),
       cell(rateNode(w.hashrate["10m"]), "num", "hashrate"),
       cell(fmtHashrate(w.hashrate["1h"].hashrate), "num", "hashrate-1h"),
       cell(fmtHashrate(w.hashrate["24h"].hashrate), "num", "hashrate-24h"),

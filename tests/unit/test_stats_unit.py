@@ -33,6 +33,7 @@ from pool.stats import (
     estimate,
 )
 from pool.stats.confirmations import MAX_WATCHED, WATCH_ORPHANED_SECONDS, depth_change, watched
+from pool.stats.store import MIGRATIONS
 
 T0 = 1_700_000_040.0  # a whole minute
 
@@ -45,10 +46,10 @@ class Clock:
         return self.t
 
 
-def session(address: str, worker: str) -> Any:
+def session(address: str, worker: str, protocol: str = "v1") -> Any:
     return SimpleNamespace(
         address=address, worker=f"{address}.{worker}" if worker else address,
-        connected_at=time.monotonic(),
+        connected_at=time.monotonic(), protocol=protocol,
     )
 
 
@@ -164,6 +165,43 @@ async def test_schema_migrates_and_refuses_newer(tmp_path: Path) -> None:
         db.execute("INSERT INTO schema_version VALUES (99)")
     with pytest.raises(StatsError, match="newer"):
         await Stats(newer).open()
+
+
+async def test_a_version_1_database_keeps_its_workers_as_v1_and_learns_sv2(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "v1.sqlite3"
+    with sqlite3.connect(path) as db:  # as solopool wrote it before workers had a protocol
+        db.executescript(MIGRATIONS[0])
+        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        db.execute("INSERT INTO schema_version VALUES (1)")
+        db.execute(
+            "INSERT INTO workers (name, address, first_seen, last_share_at, accepted, diff_sum) "
+            "VALUES ('bcrt1qaaa.old', 'bcrt1qaaa', ?, ?, 3, 3.0)", (T0 - 60, T0 - 30),
+        )
+    clock = Clock(T0)
+    first = Stats(path, clock=clock)
+    await first.open()
+    old = first.workers["bcrt1qaaa.old"]
+    assert (old.accepted, old.protocol) == (3, "v1")
+    first.on_share(session("bcrt1qaaa", "bitaxe", protocol="sv2"), share(2.0), 1.0)
+    first.on_share(session("bcrt1qaaa", "nerd"), share(2.0), 1.0)
+    await first.close()
+
+    second = Stats(path, clock=clock)
+    await second.open()
+    assert {n: w.protocol for n, w in second.workers.items()} == {
+        "bcrt1qaaa.old": "v1", "bcrt1qaaa.bitaxe": "sv2", "bcrt1qaaa.nerd": "v1",
+    }
+    # The protocol it last mined with: the same name back on V1 is shown as V1.
+    second.on_share(session("bcrt1qaaa", "bitaxe"), share(2.0), 1.0)
+    assert second.workers["bcrt1qaaa.bitaxe"].protocol == "v1"
+    await second.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version FROM schema_version").fetchone() == (SCHEMA_VERSION,)
+        assert db.execute(
+            "SELECT protocol FROM workers WHERE name = 'bcrt1qaaa.bitaxe'"
+        ).fetchone() == ("v1",)
 
 
 def test_coinbase_value_of_a_block() -> None:
