@@ -238,7 +238,7 @@ class Pool:
         workers > 1), and say where and with which authority key."""
         cfg = self.full_config.stratum_v2
         if isinstance(self.stratum, WorkerGroup):
-            port = self.stratum.sv2_port
+            port = self.stratum.sv2_port or cfg.port  # reserved by the group at its start
         else:
             self.sv2 = Sv2Server(
                 self, cfg, identity, self.stratum.allocate_extranonce1,
