@@ -189,6 +189,7 @@ class Pool:
         self.sv2 = Sv2Server(
             self, cfg, identity, stratum.allocate_extranonce1,
             on_connect=self.events.connect, on_disconnect=self.events.disconnect,
+            connections=stratum,
         )  # fmt: skip
         try:
             await self.sv2.start()
