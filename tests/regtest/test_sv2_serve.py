@@ -24,21 +24,15 @@ from pool.sv2.certificate import (
     xonly_public_key,
 )
 from pool.sv2.codec import (
-    PROTOCOL_MINING,
-    REQUIRES_STANDARD_JOBS,
-    Message,
     NewMiningJob,
     OpenMiningChannelError,
-    OpenStandardMiningChannel,
     OpenStandardMiningChannelSuccess,
     SetNewPrevHash,
-    SetupConnection,
-    SetupConnectionSuccess,
-    decode_message,
 )
-from pool.sv2.noise import ACT2_SIZE, Initiator, NoiseSession
+from pool.sv2.noise import ACT2_SIZE
 from tests.support.fixtures import pool_config
 from tests.support.node import RegtestNode, RPCError
+from tests.support.sv2_client import Sv2TestClient, open_standard
 from tests.support.sv2_miner import USER, run_miner, sv2_miner
 
 __all__ = ["sv2_miner"]  # the fixture, shared with the firmware interop tests
@@ -124,55 +118,6 @@ async def test_wrong_authority_key_fails_the_handshake(sv2_pool: Pool, sv2_miner
     assert rc != 0
     assert result["handshake"] is False
     assert "Schnorr signature verification failed" in log
-
-
-class Sv2TestClient:
-    """A scripted SV2 miner over pool.sv2's initiator side, for the bad-input cases."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.session: NoiseSession | None = None
-        self.pending: list[Message] = []
-
-    @classmethod
-    async def connect(cls, port: int, authority_xonly: bytes | None = None) -> Sv2TestClient:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        client = cls(reader, writer)
-        initiator = Initiator(authority_xonly)
-        writer.write(initiator.act1())
-        client.session, _ = initiator.finish(await reader.readexactly(ACT2_SIZE))
-        return client
-
-    def send(self, message: Message) -> None:
-        assert self.session is not None
-        self.writer.write(self.session.encrypt_message(message))
-
-    async def receive(self) -> Message:
-        assert self.session is not None
-        async with asyncio.timeout(20):
-            while not self.pending:
-                data = await self.reader.read(65536)
-                if not data:
-                    raise ConnectionError("closed by the pool")
-                self.pending += [decode_message(h, p) for h, p in self.session.feed(data)]
-        return self.pending.pop(0)
-
-    async def closed_by_pool(self) -> bool:
-        async with asyncio.timeout(20):
-            return await self.reader.read(65536) == b""
-
-    async def setup(self) -> None:
-        self.send(SetupConnection(PROTOCOL_MINING, 2, 2, REQUIRES_STANDARD_JOBS, "127.0.0.1",
-                                  3336, "test", "", "", ""))
-        assert isinstance(await self.receive(), SetupConnectionSuccess)
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-def open_standard(user: str) -> OpenStandardMiningChannel:
-    return OpenStandardMiningChannel(1, user, 1e12, b"\xff" * 32)
 
 
 async def test_refused_address_gets_open_mining_channel_error(sv2_pool: Pool) -> None:
