@@ -243,6 +243,7 @@ class Pool:
             self.sv2 = Sv2Server(
                 self, cfg, identity, self.stratum.allocate_extranonce1,
                 on_connect=self.events.connect, on_disconnect=self.events.disconnect,
+                connections=self.stratum,
             )  # fmt: skip
             try:
                 await self.sv2.start()

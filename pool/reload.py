@@ -46,6 +46,9 @@ class Reloadable(Protocol):
     @property
     def stratum(self) -> Listeners: ...
 
+    @property
+    def sv2(self) -> Listeners | None: ...  # the SV2 server, when it is on
+
 
 @dataclass
 class Changes:
@@ -132,8 +135,13 @@ async def reload_config(pool: Reloadable) -> list[str]:
 async def _apply(pool: Reloadable, config: Config, changed: dict[str, dict[str, Any]]) -> None:
     if changed["stratum"]:
         dropped = pool.stratum.apply_config(config.stratum)
+        if pool.sv2 is not None:
+            dropped += pool.sv2.apply_config(config.stratum)
         if dropped:
-            log.warning("reload: closed %d connection(s) of addresses no longer allowed", dropped)
+            log.warning(
+                "reload: closed %d connection(s) or SV2 channel(s) of addresses no longer allowed",
+                dropped,
+            )
     if changed["node"] and isinstance(getattr(pool.source, "config", None), NodeConfig):
         pool.source.config = dataclasses.replace(pool.source.config, **changed["node"])
     if "coinbase_tag" in changed["pool"]:

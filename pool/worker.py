@@ -102,7 +102,8 @@ class WorkerPool:
             # Its channels' extranonce1s from this worker's space too: unique across workers.
             self.sv2 = Sv2Server(
                 self, start.sv2.config, start.sv2.identity, self.stratum.allocate_extranonce1,
-                on_connect=self._sv2_connected, on_disconnect=self._sv2_gone, reuse_port=True,
+                on_connect=self._sv2_connected, on_disconnect=self._sv2_gone,
+                connections=self.stratum, reuse_port=True,
             )  # fmt: skip
             self.miners.parts.append(self.sv2)
         if start.template is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .serialize import sha256d
@@ -253,3 +254,16 @@ def payout_script(address: str, chain: str) -> bytes:
             "future witness versions can be spent by anyone today)"
         )
     return script
+
+
+def normalize_address(address: str) -> str:
+    """Bech32 addresses are case-insensitive (all-uppercase is valid); base58 is not."""
+    lowered = address.lower()
+    return lowered if lowered.startswith(("bc1", "tb1", "bcrt1")) else address
+
+
+def address_allowed(allowed: Iterable[str], address: str) -> bool:
+    """Whether `address` is on the operator's list (an empty list allows every address)."""
+    wanted = normalize_address(address)
+    listed = [normalize_address(a) for a in allowed]
+    return not listed or wanted in listed

@@ -371,6 +371,10 @@ class StratumServer:
         self.commons = SessionCommons(self.memory)  # what its sessions share
         self.max_write_buffer = MAX_WRITE_BUFFER
         self.per_host: dict[str, int] = {}  # open connections per IP
+        # Connections of another protocol (SV2) counted against the same limits, and the
+        # extranonce1 values their channels hold (never given to a V1 session meanwhile).
+        self.other_connections = 0
+        self._reserved: set[bytes] = set()
         self.refused = 0  # connections refused over a limit, since start
         self.timed_out = 0  # connections closed by the handshake or idle timeout, since start
         self._refusal_logged: dict[str, float] = {}
@@ -481,10 +485,11 @@ class StratumServer:
         count = self.per_host.get(host, 0)
         if self._closing:
             return False
-        if len(self.sessions) >= cfg.max_connections:
+        open_connections = len(self.sessions) + self.other_connections
+        if open_connections >= cfg.max_connections:
             self._refuse(host, f"the pool is at max_connections ({cfg.max_connections})")
             return False
-        if len(self.sessions) >= self.fd_connection_limit:
+        if open_connections >= self.fd_connection_limit:
             self._refuse(
                 host, f"the pool is at {self.fd_connection_limit} connections, all its "
                 "open-file limit allows (raise `ulimit -n` or LimitNOFILE=)"
@@ -506,13 +511,34 @@ class StratumServer:
             self._refusal_logged[host] = now
             log.warning("refusing connections from %s: %s", host, why)
 
+    def admit_other(self, host: str) -> bool:
+        """`admit` for a connection of another protocol (SV2): same limits, same counts."""
+        if not self.admit(host):
+            return False
+        self.other_connections += 1
+        return True
+
+    def leave_other(self, host: str) -> None:
+        """A connection `admit_other` let in has closed."""
+        self.other_connections -= 1
+        self._leave_host(host)
+
     def allocate_extranonce1(self) -> bytes:
         while True:
             self._next_extranonce = (self._next_extranonce + 1) & 0xFFFFFFFF
             value = self.extranonce_prefix | (self._next_extranonce & self.extranonce_mask)
             candidate = value.to_bytes(4, "big")
-            if candidate not in self._extranonces:
+            if candidate not in self._extranonces and candidate not in self._reserved:
                 return candidate
+
+    def reserve_extranonce1(self) -> bytes:
+        """A unique extranonce1 for another protocol's channel, held until released."""
+        extranonce1 = self.allocate_extranonce1()
+        self._reserved.add(extranonce1)
+        return extranonce1
+
+    def release_extranonce1(self, extranonce1: bytes) -> None:
+        self._reserved.discard(extranonce1)
 
     def register(self, session: Session) -> None:
         """Count a connection in: `session.extranonce1` from allocate_extranonce1, with no
@@ -524,17 +550,20 @@ class StratumServer:
             return
         del self._extranonces[session.extranonce1]
         if host is not None:
-            count = self.per_host.get(host, 0) - 1
-            if count > 0:
-                self.per_host[host] = count
-            else:
-                self.per_host.pop(host, None)
+            self._leave_host(host)
         if session.mining and session.username and (
             session.accepted or session.suggested_difficulty is not None
         ):
             # Only a miner that did work or chose its difficulty: strangers' churn is not kept.
             self.memory.remember(session.username, session.difficulty, time.monotonic())
         self.on_disconnect(session)
+
+    def _leave_host(self, host: str) -> None:
+        count = self.per_host.get(host, 0) - 1
+        if count > 0:
+            self.per_host[host] = count
+        else:
+            self.per_host.pop(host, None)
 
     # --- work -----------------------------------------------------------------------------------
 

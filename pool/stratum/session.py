@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import orjson
 
 from ..config import StratumConfig
+from ..consensus.address import address_allowed, normalize_address
 from ..jobs import (
     EXTRANONCE2_SIZE,
     NERDMINER_DOCUMENT_BYTES,
@@ -96,12 +97,6 @@ def encode(message: dict[str, Any]) -> bytes:
         return orjson.dumps(message) + b"\n"
     except TypeError:  # an id beyond 64 bits, echoed back from the json fallback below
         return json.dumps(message, separators=(",", ":")).encode() + b"\n"
-
-
-def normalize_address(address: str) -> str:
-    """Bech32 addresses are case-insensitive (all-uppercase is valid); base58 is not."""
-    lowered = address.lower()
-    return lowered if lowered.startswith(("bc1", "tb1", "bcrt1")) else address
 
 
 # Firmware known to read a fractional `mining.set_difficulty`: user agent pattern, and the first
@@ -576,11 +571,7 @@ class Session:
         return self._authorize(msg_id, username, address)
 
     def address_allowed(self, address: str) -> bool:
-        allowed = self.pool.config.allowed_addresses
-        if not allowed:
-            return True
-        wanted = normalize_address(address)
-        return any(normalize_address(a) == wanted for a in allowed)
+        return address_allowed(self.pool.config.allowed_addresses, address)
 
     def _refuse(self, msg_id: Any, username: str, reason: str) -> None:
         log.info("%s: refused authorize %r: %s", self.peer, username[:128], reason)

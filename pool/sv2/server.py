@@ -3,8 +3,10 @@ extended mining channels, jobs from the pool's JobManager and shares judged by p
 
 A connection knows the pool only through `pool.services` (the same services a V1 session
 uses): payouts resolved by the PayoutResolver, shares to the ShareSink, blocks to the
-BlockSink, which spools a block before the miner hears SubmitShares.Success. Anything a miner
-sends that the protocol does not allow closes that connection only.
+BlockSink, which spools a block before the miner hears SubmitShares.Success. Connections
+count against the V1 server's connection limits and take their extranonce1 from its table
+(a `ConnectionTable`). Anything a miner sends that the protocol does not allow closes that
+connection only.
 """
 
 from __future__ import annotations
@@ -14,17 +16,20 @@ import contextlib
 import itertools
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
+from typing import Protocol
 
 from ..config import StratumConfig, StratumV2Config
-from ..jobs import EXTRANONCE2_SIZE, Job, TemplateError
+from ..consensus.address import address_allowed
+from ..jobs import EXTRANONCE2_SIZE, TemplateError
 from ..logsafety import miner_text
 from ..services import AddressRefused, PoolServices
 from ..shares import ERR_OTHER, Share, ShareError, build_share, share_target
 from .certificate import ServerIdentity
+from .channel import Channel, MaxTargetOutOfRange, difficulty_for_hash_rate
 from .codec import (
     PROTOCOL_MINING,
+    CloseChannel,
     Message,
     NewExtendedMiningJob,
     NewMiningJob,
@@ -33,7 +38,9 @@ from .codec import (
     OpenMiningChannelError,
     OpenStandardMiningChannel,
     OpenStandardMiningChannelSuccess,
+    Reconnect,
     SetNewPrevHash,
+    SetTarget,
     SetupConnection,
     SetupConnectionError,
     SetupConnectionSuccess,
@@ -42,58 +49,47 @@ from .codec import (
     SubmitSharesStandard,
     SubmitSharesSuccess,
     Sv2DecodeError,
+    UpdateChannel,
+    UpdateChannelError,
     decode_message,
     int_to_u256,
 )
 from .noise import ACT1_SIZE, NoiseSession, respond
 
+__all__ = ["Channel", "ConnectionTable", "Sv2Connection", "Sv2Server"]
+
 log = logging.getLogger(__name__)
 
 SV2_VERSION = 2
 MAX_CHANNELS_PER_CONNECTION = 8
-JOBS_PER_CHANNEL = 16  # jobs a channel may still submit to (same previous block)
-MAX_SEEN_SHARES = 50_000
+TICK_SECONDS = 5.0  # how often quiet channels' difficulty is looked at
+SPOOL_WAIT_SECONDS = 30.0  # at shutdown: how long found blocks get to be spooled
+CLOSE_WAIT_SECONDS = 2.0  # at shutdown: how long miners get to take their Reconnect
+NOT_ALLOWED = "address-not-allowed"
 
 
 class Sv2ProtocolError(Exception):
     """The miner broke the protocol: close its connection."""
 
 
-class Channel:
-    """One mining channel: a payout, the pool's part of the extranonce and a target. A standard
-    channel's extranonce is fixed (so it has its own merkle root per job); an extended one
-    rolls the last EXTRANONCE2_SIZE bytes itself. Also what the share sink and block sink see
-    as the miner."""
+class ConnectionTable(Protocol):
+    """The V1 server's connection limits and extranonce1 table, shared with SV2."""
 
-    protocol = "sv2"
-    def __init__(
-        self, channel_id: int, extended: bool, username: str, address: str,
-        payout_script: bytes, extranonce1: bytes, difficulty: float, user_agent: str,
-    ) -> None:  # fmt: skip
-        self.channel_id = channel_id
-        self.extended = extended
-        self.username = username
-        self.address: str | None = address
-        self.worker = username  # ADDRESS.worker, as a V1 session: stats and blocks key by it
-        self.payout_script = payout_script
-        self._extranonce1 = extranonce1
-        self.difficulty = difficulty
-        self.target = share_target(difficulty)
-        self.user_agent = user_agent
-        self.connected_at = time.monotonic()
-        self.mining = True
-        self.closed = False
-        self.accepted = 0
-        self.jobs: OrderedDict[int, Job] = OrderedDict()
-        self.seen: set[tuple[bytes, int, int, int, int]] = set()
+    def admit_other(self, host: str) -> bool: ...  # False: over a limit (refusal logged)
 
-    @property
-    def extranonce1(self) -> bytes:
-        return self._extranonce1
+    def leave_other(self, host: str) -> None: ...
 
-    @property
-    def extranonce2(self) -> bytes:
-        return b"\0" * EXTRANONCE2_SIZE  # a standard channel mines headers only
+    def reserve_extranonce1(self) -> bytes: ...
+
+    def release_extranonce1(self, extranonce1: bytes) -> None: ...
+
+
+def peer_of(writer: asyncio.StreamWriter) -> tuple[str, str]:
+    """(host, `host:port`) of a connection."""
+    peer = writer.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return str(peer[0]), f"{peer[0]}:{peer[1]}"
+    return str(peer), str(peer)
 
 
 class Sv2Connection:
@@ -105,29 +101,35 @@ class Sv2Connection:
         self.server = server
         self.reader = reader
         self.writer = writer
-        peer = writer.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
+        self.host, self.peer = peer_of(writer)
+        self.connected_at = time.monotonic()
         self.noise: NoiseSession | None = None
         self.setup: SetupConnection | None = None
         self.channels: dict[int, Channel] = {}
         self._channel_ids = itertools.count(1)
+        self.opened = False  # a channel was opened: from then on the idle timeout applies
+        self.spooling = 0  # found blocks being spooled before their SubmitShares.Success
 
     def send(self, message: Message) -> None:
         assert self.noise is not None
         if not self.writer.is_closing():
             self.writer.write(self.noise.encrypt_message(message))
 
-    async def run(self) -> None:
+    def read_timeout(self) -> float:
+        """Until a channel opens, what is left of the handshake timeout; then the idle one."""
         cfg = self.server.stratum_config
+        if self.opened:
+            return cfg.idle_timeout_seconds
+        return self.connected_at + cfg.handshake_timeout_seconds - time.monotonic()
+
+    async def run(self) -> None:
         try:
-            act1 = await asyncio.wait_for(
-                self.reader.readexactly(ACT1_SIZE), cfg.handshake_timeout_seconds
-            )
+            act1 = await asyncio.wait_for(self.reader.readexactly(ACT1_SIZE), self.read_timeout())
             identity = self.server.identity
             reply, self.noise = respond(act1, identity.static_secret, identity.certificate)
             self.writer.write(reply)
             while True:
-                data = await asyncio.wait_for(self.reader.read(65536), cfg.idle_timeout_seconds)
+                data = await asyncio.wait_for(self.reader.read(65536), self.read_timeout())
                 if not data:
                     return
                 for header, payload in self.noise.feed(data):
@@ -135,7 +137,10 @@ class Sv2Connection:
                 await self.writer.drain()
         except (Sv2DecodeError, Sv2ProtocolError) as exc:
             log.info("%s: SV2 connection closed: %s", self.peer, miner_text(str(exc)))
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+        except TimeoutError:
+            self.server.timed_out += 1
+            log.debug("%s: SV2 connection timed out", self.peer)
+        except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
             self.close()
@@ -151,10 +156,14 @@ class Sv2Connection:
             self.on_setup(message)
         elif self.setup is None:
             raise Sv2ProtocolError(f"{type(message).__name__} before SetupConnection")
-        elif isinstance(message, OpenStandardMiningChannel | OpenExtendedMiningChannel):
-            await self.on_open(message)
         elif isinstance(message, SubmitSharesStandard | SubmitSharesExtended):
             await self.on_submit(message)
+        elif isinstance(message, OpenStandardMiningChannel | OpenExtendedMiningChannel):
+            await self.on_open(message)
+        elif isinstance(message, UpdateChannel):
+            self.on_update(message)
+        elif isinstance(message, CloseChannel):
+            self.on_close_channel(message)
         else:
             log.debug("%s: ignoring SV2 %s", self.peer, type(message).__name__)
 
@@ -170,50 +179,76 @@ class Sv2Connection:
         self.setup = message
         self.send(SetupConnectionSuccess(used_version=SV2_VERSION, flags=0))
 
-    async def on_open(
-        self, message: OpenStandardMiningChannel | OpenExtendedMiningChannel
-    ) -> None:
+    async def open_refusal(
+        self, message: OpenStandardMiningChannel | OpenExtendedMiningChannel, address: str
+    ) -> str | bytes:
+        """The payout script for the channel, or the spec's error code refusing it."""
         if len(self.channels) >= MAX_CHANNELS_PER_CONNECTION:
-            self.send(OpenMiningChannelError(message.request_id, "max-channels-reached"))
-            return
-        username = message.user_identity
-        address = username.partition(".")[0]
-        try:
-            payout_script = await self.server.services.resolve_payout(address)
-        except AddressRefused as exc:
-            log.info("%s: SV2 channel refused for %r: %s", self.peer, miner_text(username), exc)
-            self.send(OpenMiningChannelError(message.request_id, "unknown-user"))
-            return
-        extended = isinstance(message, OpenExtendedMiningChannel)
+            return "max-channels-reached"
         if isinstance(message, OpenExtendedMiningChannel) and (
             message.min_extranonce_size > EXTRANONCE2_SIZE
         ):
-            self.send(OpenMiningChannelError(message.request_id, "min-extranonce-size-too-large"))
+            return "min-extranonce-size-too-large"
+        if not address_allowed(self.server.stratum_config.allowed_addresses, address):
+            log.info("%s: SV2 channel refused: %s is not in [stratum] allowed_addresses",
+                     self.peer, miner_text(address))  # fmt: skip
+            return "unknown-user"
+        try:
+            return await self.server.services.resolve_payout(address)
+        except AddressRefused as exc:
+            log.info("%s: SV2 channel refused for %r: %s", self.peer, miner_text(address), exc)
+            return "unknown-user"
+
+    async def on_open(
+        self, message: OpenStandardMiningChannel | OpenExtendedMiningChannel
+    ) -> None:
+        username = message.user_identity
+        address = username.partition(".")[0]
+        payout_script = await self.open_refusal(message, address)
+        if isinstance(payout_script, str):
+            self.send(OpenMiningChannelError(message.request_id, payout_script))
             return
+        cfg = self.server.stratum_config
         assert self.setup is not None
         channel = Channel(
-            next(self._channel_ids), extended, username, address, payout_script,
-            self.server.allocate_extranonce1(), self.server.stratum_config.start_difficulty,
-            f"{self.setup.vendor} {self.setup.firmware}".strip() + " (SV2)",
+            next(self._channel_ids), isinstance(message, OpenExtendedMiningChannel), username,
+            address, payout_script, self.server.new_extranonce1(), cfg,
+            f"{self.setup.vendor} {self.setup.firmware}".strip() + " (SV2)", time.monotonic(),
         )  # fmt: skip
+        try:
+            channel.limit_target(message.max_target, cfg)
+        except MaxTargetOutOfRange as exc:
+            log.info("%s: SV2 channel refused: %s", self.peer, exc)
+            self.server.release_extranonce1(channel.extranonce1)
+            self.send(OpenMiningChannelError(message.request_id, "max-target-out-of-range"))
+            return
+        channel.difficulty = channel.clamp(channel.difficulty, self.network_difficulty())
         self.channels[channel.channel_id] = channel
+        self.opened = True
         self.server.register(channel)
+        self.send_open_success(message.request_id, channel)
+        log.info(
+            "%s: SV2 %s channel %d for %s", self.peer,
+            "extended" if channel.extended else "standard", channel.channel_id,
+            miner_text(username),
+        )  # fmt: skip
+        self.send_job(channel, clean=True)
+
+    def send_open_success(self, request_id: int, channel: Channel) -> None:
         target = int_to_u256(channel.target)
-        if extended:
+        if channel.extended:
             self.send(OpenExtendedMiningChannelSuccess(
-                message.request_id, channel.channel_id, target, EXTRANONCE2_SIZE,
-                channel.extranonce1, 0,
+                request_id, channel.channel_id, target, EXTRANONCE2_SIZE, channel.extranonce1, 0,
             ))  # fmt: skip
         else:
             self.send(OpenStandardMiningChannelSuccess(
-                message.request_id, channel.channel_id, target,
+                request_id, channel.channel_id, target,
                 channel.extranonce1 + channel.extranonce2, 0,
             ))  # fmt: skip
-        log.info(
-            "%s: SV2 %s channel %d for %s", self.peer,
-            "extended" if extended else "standard", channel.channel_id, miner_text(username),
-        )  # fmt: skip
-        self.send_job(channel, clean=True)
+
+    def network_difficulty(self) -> float | None:
+        template = self.server.services.jobs.template
+        return template.network_difficulty if template is not None else None
 
     def send_job(self, channel: Channel, clean: bool) -> None:
         """The current job for the channel: a future job + SetNewPrevHash on a new block (one
@@ -222,13 +257,8 @@ class Sv2Connection:
             job = self.server.services.jobs.job_for(channel.payout_script)
         except TemplateError:
             return
-        if clean:
-            channel.jobs.clear()
-            channel.seen.clear()
         job_id = self.server.next_job_id()
-        channel.jobs[job_id] = job
-        while len(channel.jobs) > JOBS_PER_CHANNEL:
-            channel.jobs.popitem(last=False)
+        channel.add_job(job_id, job, clean)
         min_ntime = None if clean else job.ntime  # None: a future job, started by SetNewPrevHash
         if channel.extended:
             self.send(NewExtendedMiningJob(
@@ -243,6 +273,54 @@ class Sv2Connection:
             prev = bytes.fromhex(template.prev_hash)[::-1]
             self.send(SetNewPrevHash(channel.channel_id, job_id, prev, job.ntime, template.bits))
 
+    def set_difficulty(self, channel: Channel, difficulty: float) -> None:
+        """A new difficulty: SetTarget, then a job it applies to (the firmware applies a
+        target from the next job on)."""
+        if difficulty == channel.difficulty:
+            return
+        log.debug("%s: SV2 channel %d difficulty %s -> %s", self.peer, channel.channel_id,
+                  channel.difficulty, difficulty)  # fmt: skip
+        channel.difficulty = difficulty
+        self.send(SetTarget(channel.channel_id, int_to_u256(channel.target)))
+        self.send_job(channel, clean=False)
+
+    def on_update(self, message: UpdateChannel) -> None:
+        """The miner's nominal hash rate sets the difficulty for the share interval, within
+        the [stratum] bounds and at or above its maximum_target's floor."""
+        channel = self.channels.get(message.channel_id)
+        if channel is None:
+            self.send(UpdateChannelError(message.channel_id, "invalid-channel-id"))
+            return
+        cfg = self.server.stratum_config
+        try:
+            channel.limit_target(message.maximum_target, cfg)
+        except MaxTargetOutOfRange as exc:
+            log.info("%s: SV2 UpdateChannel refused: %s", self.peer, exc)
+            self.send(UpdateChannelError(channel.channel_id, "max-target-out-of-range"))
+            return
+        wanted = difficulty_for_hash_rate(message.nominal_hash_rate, cfg.share_interval_seconds)
+        now = time.monotonic()
+        channel.vardiff.reset(now)
+        self.set_difficulty(
+            channel, channel.clamp(wanted or channel.difficulty, self.network_difficulty())
+        )
+
+    def on_close_channel(self, message: CloseChannel) -> None:
+        channel = self.channels.pop(message.channel_id, None)
+        if channel is not None:
+            log.info("%s: SV2 channel %d closed by the miner: %s", self.peer,
+                     channel.channel_id, miner_text(message.reason_code))  # fmt: skip
+            self.server.release(channel)
+
+    def close_channel(self, channel: Channel, reason: str) -> None:
+        """The pool closes a channel (CloseChannel); a connection left with none is closed,
+        so a miner that ignores CloseChannel (the Bitaxe firmware) reconnects."""
+        self.channels.pop(channel.channel_id, None)
+        self.send(CloseChannel(channel.channel_id, reason))
+        self.server.release(channel)
+        if not self.channels:
+            self.writer.close()
+
     async def on_submit(self, message: SubmitSharesStandard | SubmitSharesExtended) -> None:
         channel = self.channels.get(message.channel_id)
         if channel is None:
@@ -250,28 +328,40 @@ class Sv2Connection:
                                         "invalid-channel-id"))
             return
         sink = self.server.services
-        share = self.judge(channel, message)
-        if isinstance(share, str):
-            sink.share_rejected(channel, ERR_OTHER, share)
-            self.send(SubmitSharesError(channel.channel_id, message.sequence_number, share))
+        judged = self.judge(channel, message)
+        if isinstance(judged, str):
+            sink.share_rejected(channel, ERR_OTHER, judged)
+            self.send(SubmitSharesError(channel.channel_id, message.sequence_number, judged))
             return
+        share, difficulty = judged
         channel.accepted += 1
-        sink.share_accepted(channel, share, channel.difficulty)
+        sink.share_accepted(channel, share, difficulty)
         if share.is_block:
             pending = sink.block_found(channel, share)
             if pending is not None:
-                await pending  # spooled before the miner hears of it
+                self.spooling += 1
+                try:
+                    await pending  # spooled before the miner hears of it
+                finally:
+                    self.spooling -= 1
+        # new_shares_sum: the difficulty the share was judged at (a U64: at least 1)
         self.send(SubmitSharesSuccess(
-            channel.channel_id, message.sequence_number, 1, int(channel.difficulty) or 1
+            channel.channel_id, message.sequence_number, 1, max(1, round(difficulty))
         ))  # fmt: skip
+        new = channel.vardiff.on_share(
+            difficulty, channel.difficulty, time.monotonic(), self.network_difficulty()
+        )
+        if new is not None and not channel.closed:
+            self.set_difficulty(channel, channel.clamp(new, self.network_difficulty()))
 
     def judge(
         self, channel: Channel, message: SubmitSharesStandard | SubmitSharesExtended
-    ) -> Share | str:
-        """The share, or the spec's error code for why it is refused."""
-        job = channel.jobs.get(message.job_id)
-        if job is None or self.server.services.jobs.get(job.job_id) is not job:
+    ) -> tuple[Share, float] | str:
+        """The share and the difficulty it was judged at, or the spec's error code."""
+        sent = channel.jobs.get(message.job_id)
+        if sent is None or self.server.services.jobs.get(sent[0].job_id) is not sent[0]:
             return "stale-share"
+        job, job_difficulty = sent
         extranonce2 = channel.extranonce2
         if isinstance(message, SubmitSharesExtended) != channel.extended:
             return "invalid-channel-id"
@@ -289,16 +379,42 @@ class Sv2Connection:
             )  # fmt: skip
         except ShareError as exc:
             return exc.message[:255]
-        if share.hash_int > channel.target and not share.is_block:
+        difficulty = channel.judging_difficulty(job_difficulty)
+        if share.hash_int > share_target(difficulty) and not share.is_block:
             # (firmware compares difficulties in floating point: a share on the edge of the
             # target may come in just above it, and a block is never refused)
             return "difficulty-too-low"
-        key = (extranonce2, message.job_id, message.nonce, message.ntime, message.version)
-        if key in channel.seen:
+        # keyed by the pool's job, not the job_id: a job re-sent under a new id (SetTarget)
+        # has the same headers
+        key = (job.job_id, extranonce2, message.nonce, message.ntime, message.version)
+        if not channel.first_share(key):
             return "duplicate-share"
-        if len(channel.seen) < MAX_SEEN_SHARES:
-            channel.seen.add(key)
-        return share
+        return share, difficulty
+
+    def tick(self, now: float) -> None:
+        """Lower the difficulty of channels that have gone quiet (as V1's sweep does)."""
+        network = self.network_difficulty()
+        for channel in list(self.channels.values()):
+            new = channel.vardiff.on_tick(channel.difficulty, now, network)
+            if new is not None:
+                self.set_difficulty(channel, channel.clamp(new, network))
+
+    def apply_config(self, cfg: StratumConfig) -> int:
+        """A reloaded [stratum]: new bounds for every channel; channels of addresses no longer
+        allowed are closed. Returns how many were closed."""
+        closed = 0
+        for channel in list(self.channels.values()):
+            if not address_allowed(cfg.allowed_addresses, channel.address or ""):
+                log.info("%s: SV2 channel %d closed: %s is no longer allowed", self.peer,
+                         channel.channel_id, channel.address)  # fmt: skip
+                self.close_channel(channel, NOT_ALLOWED)
+                closed += 1
+                continue
+            channel.apply_config(cfg)
+            self.set_difficulty(
+                channel, channel.clamp(channel.difficulty, self.network_difficulty())
+            )
+        return closed
 
 
 class Sv2Server:
@@ -308,7 +424,8 @@ class Sv2Server:
         self, services: PoolServices, config: StratumV2Config, identity: ServerIdentity,
         allocate_extranonce1: Callable[[], bytes],
         on_connect: Callable[[Channel], None] | None = None,
-        on_disconnect: Callable[[Channel], None] | None = None, *, reuse_port: bool = False,
+        on_disconnect: Callable[[Channel], None] | None = None,
+        *, connections: ConnectionTable | None = None, reuse_port: bool = False,
     ) -> None:  # fmt: skip
         self.services = services
         self.config = config
@@ -317,9 +434,14 @@ class Sv2Server:
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
         self.reuse_port = reuse_port  # SO_REUSEPORT: worker processes share the port
+        # The V1 server's limits and extranonce table; None: no shared limits (tests).
+        self.table = connections
         self.connections: set[Sv2Connection] = set()
+        self.timed_out = 0  # connections closed by the handshake or idle timeout, since start
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._closing = False
         self._job_ids = itertools.count(1)
 
     @property
@@ -338,37 +460,94 @@ class Sv2Server:
         self._server = await asyncio.start_server(
             self._accept, self.config.host, self.config.port, reuse_port=self.reuse_port or None
         )
+        self._ticker = asyncio.create_task(self._tick_loop())
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host = peer_of(writer)[0]
+        if self._closing or (self.table is not None and not self.table.admit_other(host)):
+            writer.close()  # over a limit: refused before any handshake
+            return
         connection = Sv2Connection(self, reader, writer)
         self.connections.add(connection)
         try:
             await connection.run()
         finally:
             self.connections.discard(connection)
+            if self.table is not None:
+                self.table.leave_other(host)
+
+    def new_extranonce1(self) -> bytes:
+        """A channel's extranonce1, from the V1 table when there is one (so no V1 session
+        gets the same one while the channel lives)."""
+        if self.table is not None:
+            return self.table.reserve_extranonce1()
+        return self.allocate_extranonce1()
+
+    def release_extranonce1(self, extranonce1: bytes) -> None:
+        if self.table is not None:
+            self.table.release_extranonce1(extranonce1)
 
     def register(self, channel: Channel) -> None:
         if self.on_connect is not None:
             self.on_connect(channel)
 
     def release(self, channel: Channel) -> None:
+        if channel.closed:
+            return
         channel.closed = True
+        self.release_extranonce1(channel.extranonce1)
         if self.on_disconnect is not None:
             self.on_disconnect(channel)
 
     def broadcast(self, clean: bool) -> int:
         sent = 0
         for connection in list(self.connections):
-            for channel in connection.channels.values():
+            for channel in list(connection.channels.values()):
                 connection.send_job(channel, clean)
                 sent += 1
         return sent
 
+    def apply_config(self, cfg: StratumConfig) -> int:
+        """A reloaded [stratum] for every channel; returns how many channels were closed."""
+        closed = 0
+        for connection in list(self.connections):
+            try:
+                closed += connection.apply_config(cfg)
+            except Exception:
+                log.exception("%s: could not apply the new config", connection.peer)
+        return closed
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            now = time.monotonic()
+            for connection in list(self.connections):
+                try:
+                    connection.tick(now)
+                except Exception:  # one bad connection must not stop the others' ticks
+                    log.exception("%s: SV2 tick failed", connection.peer)
+
     async def close(self) -> None:
+        """Stop accepting, let found blocks finish spooling (their miners hear
+        SubmitShares.Success), then send every miner Reconnect to this same pool (empty host,
+        port 0) and close it. Safe to call twice."""
+        self._closing = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
         if self._server is not None:
             self._server.close()
+        deadline = time.monotonic() + SPOOL_WAIT_SECONDS
+        while any(c.spooling for c in self.connections) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # the spooled shares' Success messages go out first
         for connection in list(self.connections):
+            if connection.noise is not None:
+                connection.send(Reconnect("", 0))
             connection.close()
+        deadline = time.monotonic() + CLOSE_WAIT_SECONDS
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 5)

@@ -17,6 +17,8 @@ import pytest_asyncio
 
 from pool.app import Pool
 from pool.config import StratumV2Config
+from pool.reload import reload_config
+from pool.shares import share_target
 from pool.sv2.certificate import (
     authority_pubkey_base58,
     load_authority_key,
@@ -24,21 +26,20 @@ from pool.sv2.certificate import (
     xonly_public_key,
 )
 from pool.sv2.codec import (
-    PROTOCOL_MINING,
-    REQUIRES_STANDARD_JOBS,
-    Message,
+    CloseChannel,
     NewMiningJob,
     OpenMiningChannelError,
-    OpenStandardMiningChannel,
     OpenStandardMiningChannelSuccess,
+    Reconnect,
     SetNewPrevHash,
-    SetupConnection,
-    SetupConnectionSuccess,
-    decode_message,
+    SetTarget,
+    u256_to_int,
 )
-from pool.sv2.noise import ACT2_SIZE, Initiator, NoiseSession
+from pool.sv2.noise import ACT2_SIZE
 from tests.support.fixtures import pool_config
 from tests.support.node import RegtestNode, RPCError
+from tests.support.pool_process import write_config
+from tests.support.sv2_client import Sv2TestClient, open_standard
 from tests.support.sv2_miner import USER, run_miner, sv2_miner
 
 __all__ = ["sv2_miner"]  # the fixture, shared with the firmware interop tests
@@ -126,55 +127,6 @@ async def test_wrong_authority_key_fails_the_handshake(sv2_pool: Pool, sv2_miner
     assert "Schnorr signature verification failed" in log
 
 
-class Sv2TestClient:
-    """A scripted SV2 miner over pool.sv2's initiator side, for the bad-input cases."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.session: NoiseSession | None = None
-        self.pending: list[Message] = []
-
-    @classmethod
-    async def connect(cls, port: int, authority_xonly: bytes | None = None) -> Sv2TestClient:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        client = cls(reader, writer)
-        initiator = Initiator(authority_xonly)
-        writer.write(initiator.act1())
-        client.session, _ = initiator.finish(await reader.readexactly(ACT2_SIZE))
-        return client
-
-    def send(self, message: Message) -> None:
-        assert self.session is not None
-        self.writer.write(self.session.encrypt_message(message))
-
-    async def receive(self) -> Message:
-        assert self.session is not None
-        async with asyncio.timeout(20):
-            while not self.pending:
-                data = await self.reader.read(65536)
-                if not data:
-                    raise ConnectionError("closed by the pool")
-                self.pending += [decode_message(h, p) for h, p in self.session.feed(data)]
-        return self.pending.pop(0)
-
-    async def closed_by_pool(self) -> bool:
-        async with asyncio.timeout(20):
-            return await self.reader.read(65536) == b""
-
-    async def setup(self) -> None:
-        self.send(SetupConnection(PROTOCOL_MINING, 2, 2, REQUIRES_STANDARD_JOBS, "127.0.0.1",
-                                  3336, "test", "", "", ""))
-        assert isinstance(await self.receive(), SetupConnectionSuccess)
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-def open_standard(user: str) -> OpenStandardMiningChannel:
-    return OpenStandardMiningChannel(1, user, 1e12, b"\xff" * 32)
-
-
 async def test_refused_address_gets_open_mining_channel_error(sv2_pool: Pool) -> None:
     assert sv2_pool.sv2 is not None
     client = await Sv2TestClient.connect(sv2_pool.sv2.port)
@@ -228,3 +180,46 @@ async def test_bad_input_closes_only_that_connection(
         if isinstance(message, SetNewPrevHash) and message.prev_hash[::-1].hex() == block_hash:
             break
     good.close()
+
+
+async def open_channel(pool: Pool, user: str) -> Sv2TestClient:
+    assert pool.sv2 is not None
+    client = await Sv2TestClient.connect(pool.sv2.port)
+    await client.setup()
+    client.send(open_standard(user))
+    await client.receive_type(OpenStandardMiningChannelSuccess)
+    await client.receive_type(NewMiningJob)
+    await client.receive_type(SetNewPrevHash)
+    return client
+
+
+async def test_stopping_the_pool_sends_reconnect(sv2_pool: Pool) -> None:
+    client = await open_channel(sv2_pool, USER)
+    await sv2_pool.stop()
+    # the spec's "this same pool": empty host, port 0 (the firmware reconnects on the close)
+    assert await client.rest_until_closed() == [Reconnect("", 0)]
+
+
+async def test_reload_reaches_sv2_channels(
+    sv2_pool: Pool, fresh_node: RegtestNode, tmp_path: Path
+) -> None:
+    keep = fresh_node.new_address("bech32")
+    kept = await open_channel(sv2_pool, keep + ".kept")
+    dropped = await open_channel(sv2_pool, USER)
+    config = write_config(
+        tmp_path / "solopool.toml", fresh_node, sv2_pool.stratum.port,
+        allowed_addresses=[keep], start_difficulty=0.001, min_difficulty=0.001,
+    )  # fmt: skip
+    sv2_pool.full_config = dataclasses.replace(sv2_pool.full_config, source=config)
+    applied = await reload_config(sv2_pool)
+    assert f"[stratum] allowed_addresses: () -> ('{keep}',)" in applied
+    # the address no longer allowed: its channel closed, and its connection with it
+    # (a template refresh may send a job at any time: jobs are not what this is about)
+    rest = [m for m in await dropped.rest_until_closed() if not isinstance(m, NewMiningJob)]
+    assert rest == [CloseChannel(1, "address-not-allowed")]
+    # the kept channel: the new minimum difficulty, with a job it applies to
+    while not isinstance(target := await kept.receive(), SetTarget):
+        assert isinstance(target, NewMiningJob)
+    assert u256_to_int(target.maximum_target) == share_target(0.001)
+    assert (await kept.receive_type(NewMiningJob)).min_ntime is not None
+    kept.close()
