@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from coincurve._libsecp256k1 import ffi, lib
@@ -278,24 +279,31 @@ class NoiseSession:
     def encrypt_message(self, message: Message) -> bytes:
         return self.encrypt_frame(message.encode_frame())
 
-    def feed(self, data: bytes) -> list[tuple[FrameHeader, bytes]]:
-        """Frames completed by `data`. Raises DecryptionError or Sv2DecodeError (oversized
-        length) on the first bad frame; the connection is then unusable."""
+    def feed(self, data: bytes) -> Iterator[tuple[FrameHeader, bytes]]:
+        """Frames completed by `data`, decrypted one by one as the caller iterates: every frame
+        before a bad one is delivered (a share, or a block, that came before garbage in the
+        same read is not lost), then DecryptionError or Sv2DecodeError (oversized length) is
+        raised; the connection is then unusable. `data` is buffered at once: frames the caller
+        does not iterate to stay buffered for the next call."""
         self._buffer += data
-        frames: list[tuple[FrameHeader, bytes]] = []
+        return self._frames()
+
+    def _frames(self) -> Iterator[tuple[FrameHeader, bytes]]:
         while True:
             if self._header is None:
                 if len(self._buffer) < ENCRYPTED_HEADER_SIZE:
-                    return frames
+                    return
                 raw = self.recv.decrypt(bytes(self._buffer[:ENCRYPTED_HEADER_SIZE]))
                 del self._buffer[:ENCRYPTED_HEADER_SIZE]
                 self._header = FrameHeader.decode(raw, self.max_payload)
-            needed = ciphertext_length(self._header.msg_length)
+            header = self._header
+            needed = ciphertext_length(header.msg_length)
             if len(self._buffer) < needed:
-                return frames
-            frames.append((self._header, self._decrypt_payload(needed)))
+                return
+            payload = self._decrypt_payload(needed)
             del self._buffer[:needed]
             self._header = None
+            yield header, payload
 
     def _decrypt_payload(self, needed: int) -> bytes:
         if needed <= MAX_CHUNK_CIPHERTEXT:

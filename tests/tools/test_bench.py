@@ -5,15 +5,20 @@ RPCs the pool needs. No timing is asserted: the speed figures live in docs/perfo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
+from pool.app import Pool
+from pool.config import StratumV2Config
 from pool.consensus.address import address_to_script
 from pool.consensus.merkle import merkle_root
 from pool.consensus.serialize import sha256d
@@ -40,6 +45,8 @@ from solopool_tools.bench.runs import (
     run_fanout,
     run_submit,
 )
+from solopool_tools.bench.sv2client import Sv2Miner
+from tests.support.fixtures import pool_config
 from tests.support.node import RegtestNode
 from tests.support.paths import DATA_DIR
 
@@ -75,6 +82,12 @@ def zmq_node() -> Iterator[RegtestNode]:
     with RegtestNode(zmq=True) as node:
         node.generate(1)
         yield node
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def pool_url(pool: Any) -> str:
@@ -366,6 +379,117 @@ async def test_all_command_runs_each_test_and_reports_failures(
     assert len(json.loads(report_out)["results"]) == 3
 
 
+# --- submit over Stratum V2 ----------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture
+async def sv2_pool(fake_node: FakeNodeServer, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """Factory: a started in-process pool on the fake node with its SV2 port open."""
+    pools: list[Pool] = []
+
+    async def factory(**stratum: Any) -> Pool:
+        data_dir = tmp_path / f"data{len(pools)}"
+        config = pool_config(FakeEndpoint(fake_node.url), data_dir, **stratum)
+        sv2 = StratumV2Config(
+            port=free_port(), host="127.0.0.1", authority_key_file=data_dir / "sv2_authority.key"
+        )
+        pool = Pool(dataclasses.replace(config, stratum_v2=sv2))
+        await pool.start()
+        pools.append(pool)
+        return pool
+
+    yield factory
+    for pool in pools:
+        async with asyncio.timeout(90):
+            await pool.stop()
+
+
+def sv2_url(pool: Pool) -> str:
+    assert pool.sv2 is not None
+    return f"stratum2+tcp://127.0.0.1:{pool.sv2.port}"
+
+
+@pytest.mark.parametrize("channel", ["standard", "extended"])
+async def test_sv2_submit_counts_what_the_pool_answered(
+    fake_node: FakeNodeServer, sv2_pool: Callable[..., Any], channel: str
+) -> None:
+    pool = await sv2_pool(start_difficulty=1024, max_invalid_shares_per_minute=10**7)
+    accepted_before, rejected_before = pool.shares.accepted, pool.shares.rejected
+    result = await run_submit(
+        SubmitSettings(
+            url=sv2_url(pool), miners=4, seconds=1.5, window=4, chain="main",
+            node=fake_settings(fake_node), sv2_channel=channel,
+        )
+    )
+    assert result["protocol"] == f"sv2 {channel}"
+    assert result["connected"] == 4
+    assert result["sent"] > 0
+    assert result["unanswered"] == 0 and result["closed_by_pool"] == 0
+    assert result["responses"] == result["sent"]
+    assert result["accepted"] + result["rejected"] == result["responses"]
+    assert result["accepted"] == pool.shares.accepted - accepted_before
+    assert result["rejected"] == pool.shares.rejected - rejected_before
+    # Random nonces at difficulty 1024 on a mainnet template: all low difficulty.
+    assert result["reject_codes"] == {"difficulty-too-low": result["rejected"]}
+    assert sum(result["per_second"]) == result["window_responses"]
+    assert result["latency_ms"]["count"] == result["window_responses"]
+    assert result["node_calls_during_run"] is not None
+    assert result["node_calls_during_run"] < result["responses"] // 10
+    assert result["pool"]["pid"] is not None  # the in-process pool: found by its SV2 port
+    assert "sv2 " + channel in table([result])
+
+
+@pytest.mark.parametrize("channel", ["standard", "extended"])
+async def test_sv2_submit_valid_shares_are_accepted(
+    sv2_pool: Callable[..., Any], channel: str
+) -> None:
+    # Real shares: the client builds the header from the channel's job (its merkle root, or
+    # the coinbase prefix + extranonce prefix + its own extranonce + suffix and the path).
+    pool = await sv2_pool(start_difficulty=1e-8, min_difficulty=1e-8, max_difficulty=1e-8)
+    accepted_before, rejected_before = pool.shares.accepted, pool.shares.rejected
+    result = await run_submit(
+        SubmitSettings(
+            url=sv2_url(pool), miners=3, seconds=1.0, window=2, chain="main", valid_ratio=1.0,
+            sv2_channel=channel,
+        )
+    )
+    assert result["responses"] == result["sent"] > 0
+    assert result["valid"]["mined"] == result["sent"]
+    assert result["rejected"] == 0, result["reject_codes"]
+    assert result["accepted"] == result["responses"]
+    assert pool.shares.accepted - accepted_before == result["accepted"]
+    assert pool.shares.rejected == rejected_before
+
+
+async def test_sv2_submit_command_with_client_processes(sv2_pool: Callable[..., Any]) -> None:
+    pool = await sv2_pool(start_difficulty=1024, max_invalid_shares_per_minute=10**7)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "solopool_tools.bench", "submit", "--url", sv2_url(pool),
+        "--sv2-channel", "extended", "--miners", "4", "--seconds", "1", "--window", "2",
+        "--client-procs", "2", "--chain", "main", "--json", "--max-seconds", "90",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 100)
+    assert proc.returncode == 0, stderr.decode()
+    result = json.loads(stdout)
+    assert result["protocol"] == "sv2 extended" and result["client_procs"] == 2
+    assert result["connected"] == 4
+    assert result["responses"] == result["sent"] > 0
+    assert result["reject_codes"] == {"difficulty-too-low": result["rejected"]}
+
+
+async def test_sv2_url_only_for_the_submit_test() -> None:
+    from solopool_tools.bench.client import BenchError
+
+    url = "stratum2+tcp://127.0.0.1:1/9bXiEd8boQVhq7WddEcERUL5tyyJVFYdU8th3HfbNXK3Yw6GRXh"
+    target = parse_url(url)
+    assert target.sv2 and target.port == 1 and not parse_url("127.0.0.1:1").sv2
+    with pytest.raises(BenchError, match="Stratum V1 only"):
+        await run_connections(ConnectionSettings(url=url, miners=1))
+    with pytest.raises(BenchError, match="Stratum V1 only"):
+        await run_fanout(FanoutSettings(url=url, node=NodeSettings("http://127.0.0.1:1")))
+
+
 # --- pieces --------------------------------------------------------------------------------------
 
 
@@ -418,3 +542,4 @@ def test_wait_quiet_is_bounded() -> None:
 def test_miner_protocol_has_slots() -> None:
     # 10,000 of them live in one client process.
     assert Miner.__dictoffset__ == 0
+    assert Sv2Miner.__dictoffset__ == 0

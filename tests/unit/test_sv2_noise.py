@@ -250,7 +250,7 @@ def test_garbage_first_message_fails_at_the_first_frame() -> None:
     identity = ServerIdentity.issue(new_secret_key(), 3600, int(time.time()))
     _, server = respond(os.urandom(64), identity.static_secret, identity.certificate)
     with pytest.raises(DecryptionError):
-        server.feed(os.urandom(22))
+        list(server.feed(os.urandom(22)))
 
 
 # --- transport framing --------------------------------------------------------------------------
@@ -268,7 +268,7 @@ def test_header_only_frame_is_22_bytes() -> None:
     client, server = handshake()
     wire = client.encrypt_frame(codec.FrameHeader(0, 0x7F, 0).encode())
     assert len(wire) == 22
-    assert server.feed(wire) == [(codec.FrameHeader(0, 0x7F, 0), b"")]
+    assert list(server.feed(wire)) == [(codec.FrameHeader(0, 0x7F, 0), b"")]
 
 
 def test_large_payloads_split_into_65519_byte_chunks_in_any_chunking() -> None:
@@ -288,7 +288,27 @@ def test_oversized_frame_is_refused_before_its_payload_arrives() -> None:
     client, server = handshake()
     header = codec.FrameHeader(0, 0x00, 65537).encode()
     with pytest.raises(codec.Sv2DecodeError, match="exceeds"):
-        server.feed(client.send.encrypt(header))
+        list(server.feed(client.send.encrypt(header)))
+
+
+def test_frames_before_a_bad_one_in_the_same_read_are_delivered() -> None:
+    # A share (or a block) followed in the same TCP read by garbage must still be handled.
+    client, server = handshake()
+    submits = [codec.SubmitSharesStandard(1, n, 2, n, 0, 0) for n in range(3)]
+    wire = b"".join(client.encrypt_message(m) for m in submits) + os.urandom(40)
+    delivered = []
+    with pytest.raises(DecryptionError):
+        for frame in server.feed(wire):
+            delivered.append(codec.decode_message(*frame))
+    assert delivered == submits
+
+
+def test_fed_bytes_stay_buffered_when_not_iterated() -> None:
+    client, server = handshake()
+    first, second = codec.CloseChannel(1, "a"), codec.CloseChannel(2, "b")
+    server.feed(client.encrypt_message(first))  # never iterated
+    frames = list(server.feed(client.encrypt_message(second)))
+    assert [codec.decode_message(*f) for f in frames] == [first, second]
 
 
 def test_replayed_or_reordered_frames_fail() -> None:
@@ -296,7 +316,7 @@ def test_replayed_or_reordered_frames_fail() -> None:
     first = client.encrypt_message(codec.CloseChannel(1, "a"))
     second = client.encrypt_message(codec.CloseChannel(1, "b"))
     with pytest.raises(DecryptionError):
-        server.feed(second + first)
+        list(server.feed(second + first))
     _, server2 = handshake()
     with pytest.raises(DecryptionError):
-        server2.feed(first)  # another session's keys
+        list(server2.feed(first))  # another session's keys

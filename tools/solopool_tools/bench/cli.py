@@ -24,8 +24,9 @@ from .runs import (
     run_fanout,
     run_submit,
 )
+from .sv2client import CHANNELS, STANDARD
 
-DEFAULT_URL = "stratum+tcp://127.0.0.1:3333"
+DEFAULT_URL = "stratum+tcp://127.0.0.1:3333"  # or stratum2+tcp://HOST:PORT for Stratum V2
 
 
 def _int_list(text: str) -> list[int]:
@@ -118,6 +119,9 @@ def _submit_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
                    help="send mining.suggest_difficulty with this value after authorize")
     p.add_argument(f"--{prefix}allow-blocks", action="store_true",
                    help="run even if the pool's network target is regtest-easy")
+    p.add_argument(f"--{prefix}sv2-channel", choices=CHANNELS, default=STANDARD,
+                   help="with a stratum2+tcp://HOST:PORT URL (Stratum V2): the channel each "
+                   "miner opens (default standard)")
 
 
 def _output_args(p: argparse.ArgumentParser) -> None:
@@ -131,7 +135,8 @@ def _output_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="solopool-bench",
-        description="Pool-agnostic Stratum V1 benchmark: submit throughput, new-block fan-out, "
+        description="Pool-agnostic Stratum V1 benchmark (the submit test also over Stratum V2: "
+        "stratum2+tcp://HOST:PORT): submit throughput, new-block fan-out, "
         "connections; plus a fake bitcoind serving a recorded mainnet template.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -265,6 +270,7 @@ def submit_settings(args: argparse.Namespace) -> SubmitSettings:
         valid_ratio=args.valid_ratio,
         suggest_difficulty=args.suggest_difficulty,
         allow_blocks=args.allow_blocks,
+        sv2_channel=args.sv2_channel,
     )
 
 
@@ -303,6 +309,7 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
         valid_ratio=args.submit_valid_ratio,
         suggest_difficulty=args.submit_suggest_difficulty,
         allow_blocks=args.submit_allow_blocks,
+        sv2_channel=args.submit_sv2_channel,
     )
     if args.submit_url:
         submit.node = None  # the --node-rpc node is the regtest node, not the submit pool's

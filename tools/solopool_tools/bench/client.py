@@ -15,7 +15,6 @@ All times are `time.monotonic()` (CLOCK_MONOTONIC), so they compare across proce
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import multiprocessing
 import multiprocessing.connection
@@ -33,7 +32,9 @@ from pool.consensus.merkle import merkle_root_from_branch
 from pool.consensus.serialize import sha256d
 from pool.consensus.target import difficulty_to_target
 
+from .mining import ValidShares
 from .procfs import own_cpu_seconds, raise_fd_limit
+from .sv2client import EXTENDED, Sv2Miner
 
 USER_AGENT = "solopool-bench/0.1"
 SUBSCRIBE_ID = 1
@@ -152,11 +153,7 @@ class Miner(asyncio.Protocol):
         "tail",
         "recent",
         "got",
-        "mid",
-        "tail12",
-        "mine_target",
-        "mine_ok",
-        "valid_credit",
+        "valid",
     )
 
     def __init__(
@@ -192,11 +189,7 @@ class Miner(asyncio.Protocol):
         self.tail = b""
         self.recent: deque[tuple[float, bytes]] = deque(maxlen=RECENT_CHUNKS)
         self.got: float | None = None
-        self.mid: Any = None
-        self.tail12 = b""
-        self.mine_target = 0
-        self.mine_ok = False
-        self.valid_credit = 0.0
+        self.valid = ValidShares()
 
     # --- asyncio.Protocol -----------------------------------------------------------------------
 
@@ -327,7 +320,7 @@ class Miner(asyncio.Protocol):
             if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
                 self.difficulty = float(value)
                 self.target = difficulty_to_target(value)
-                self.mid = None
+                self.valid.forget()
         elif msg.get("id") is not None and self.transport is not None:
             # A request from the pool (mining.ping, client.get_version): answer it.
             result: Any = "pong" if method == "mining.ping" else USER_AGENT
@@ -344,7 +337,7 @@ class Miner(asyncio.Protocol):
         self.job = params
         self.job_target = self.target
         self.en2 = random.randbytes(self.en2_size)
-        self.mid = None
+        self.valid.forget()
         fields = json.dumps(
             [self.user, str(params[0]), self.en2.hex(), str(params[7])], separators=(",", ":")
         )[1:-1].encode()
@@ -374,7 +367,7 @@ class Miner(asyncio.Protocol):
         ratio = runner.valid_ratio
         parts = []
         for _ in range(count):
-            if ratio and self._take_valid(ratio):
+            if ratio and self.valid.take(ratio):
                 nonce = self._mine()
             else:
                 nonce = self.nonce = (self.nonce + 1) & 0xFFFFFFFF
@@ -386,56 +379,23 @@ class Miner(asyncio.Protocol):
             runner.counters.sent += count
         self.transport.write(b"".join(parts))
 
-    def _take_valid(self, ratio: float) -> bool:
-        self.valid_credit += ratio
-        if self.valid_credit >= 1.0:
-            self.valid_credit -= 1.0
-            return True
-        return False
-
-    def _prepare_mining(self) -> None:
-        job = self.job
-        assert job is not None
-        coinbase = bytes.fromhex(job[2]) + self.extranonce1 + self.en2 + bytes.fromhex(job[3])
-        root = merkle_root_from_branch(sha256d(coinbase), [bytes.fromhex(b) for b in job[4]])
-        header = build_header(
-            int(job[5], 16), prevhash_from_stratum(job[1]), root, int(job[7], 16), self.nbits, 0
-        )
-        self.mid = hashlib.sha256(header[:64])
-        self.tail12 = header[64:76]
-        # Meet both the difficulty the job came with and the current one, whichever is harder.
-        self.mine_target = min(self.job_target, self.target)
-        expected_hashes = (MAX_HASH + 1) // (self.mine_target + 1)
-        self.mine_ok = expected_hashes <= self.runner.max_valid_hashes // 8
-
     def _mine(self) -> int:
         """A nonce whose header hash meets the share target (hashed here, with a midstate)."""
-        if self.mid is None:
-            self._prepare_mining()
-        counters = self.runner.counters
-        nonce = self.nonce
-        if not self.mine_ok:
-            if counters is not None:
-                counters.valid_infeasible += 1
-            nonce = self.nonce = (nonce + 1) & 0xFFFFFFFF
-            return nonce
-        mid = self.mid
-        tail = self.tail12
-        target = self.mine_target
-        sha256 = hashlib.sha256
-        for _ in range(self.runner.max_valid_hashes):
-            nonce = (nonce + 1) & 0xFFFFFFFF
-            h = mid.copy()
-            h.update(tail + nonce.to_bytes(4, "little"))
-            if int.from_bytes(sha256(h.digest()).digest(), "little") <= target:
-                self.nonce = nonce
-                if counters is not None:
-                    counters.valid_mined += 1
-                return nonce
-        self.nonce = nonce
-        if counters is not None:
-            counters.valid_failed += 1
-        return nonce
+        job = self.job
+        assert job is not None
+        if not self.valid.prepared:
+            coinbase = bytes.fromhex(job[2]) + self.extranonce1 + self.en2 + bytes.fromhex(job[3])
+            root = merkle_root_from_branch(sha256d(coinbase), [bytes.fromhex(b) for b in job[4]])
+            header = build_header(
+                int(job[5], 16), prevhash_from_stratum(job[1]), root, int(job[7], 16),
+                self.nbits, 0,
+            )  # fmt: skip
+            # Meet both the difficulty the job came with and the current one, whichever is
+            # harder.
+            target = min(self.job_target, self.target)
+            self.valid.prepare(header, target, self.runner.max_valid_hashes)
+        self.nonce = self.valid.mine(self.nonce, self.runner.counters, self.runner.max_valid_hashes)
+        return self.nonce
 
     # --- fan-out watching -----------------------------------------------------------------------
 
@@ -451,15 +411,23 @@ class Miner(asyncio.Protocol):
             self.recent.append((now, joined))
 
 
-class ClientRunner:
-    """The miners of one process, and the operations the coordinator asks of them."""
+AnyMiner = Miner | Sv2Miner
 
-    def __init__(self, host: str, port: int, source_ips: int = 1) -> None:
+
+class ClientRunner:
+    """The miners of one process, and the operations the coordinator asks of them.
+    `sv2_channel` ("standard" or "extended"): Stratum V2 miners on that kind of channel;
+    None: Stratum V1 miners."""
+
+    def __init__(
+        self, host: str, port: int, source_ips: int = 1, sv2_channel: str | None = None
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         self.host = host
         self.port = port
         self.source_ips = max(1, source_ips) if host.startswith("127.") else 1
-        self.miners: list[Miner] = []
+        self.sv2_channel = sv2_channel
+        self.miners: list[AnyMiner] = []
         self.counters: SubmitCounters | None = None
         self.end_at = 0.0
         self.valid_ratio = 0.0
@@ -472,7 +440,7 @@ class ClientRunner:
         self.closed_by_pool = 0
         self.closing = False
 
-    def on_closed(self, miner: Miner) -> None:
+    def on_closed(self, miner: AnyMiner) -> None:
         if not self.closing:
             self.closed_by_pool += 1
 
@@ -483,6 +451,11 @@ class ClientRunner:
             waiter.set_result(None)
 
     # --- operations (each returns plain data: it may travel over a pipe) -------------------------
+
+    def new_miner(self, index: int, user: str, suggest: float | None) -> AnyMiner:
+        if self.sv2_channel is None:
+            return Miner(self, index, user, suggest)
+        return Sv2Miner(self, index, user, suggest, extended=self.sv2_channel == EXTENDED)
 
     async def connect(
         self,
@@ -496,12 +469,12 @@ class ClientRunner:
         raise_fd_limit()
         gate = asyncio.Semaphore(max(1, concurrency))
         errors: Counter[str] = Counter()
-        ready: list[Miner] = []
+        ready: list[AnyMiner] = []
         started = time.monotonic()
 
         async def one(index: int, user: str) -> None:
             async with gate:
-                miner = Miner(self, index, user, suggest)
+                miner = self.new_miner(index, user, suggest)
                 local = None
                 if self.source_ips > 1:
                     local = (f"127.0.{index % self.source_ips // 250}.{index % 250 + 2}", 0)
@@ -652,8 +625,10 @@ class ClientRunner:
 class LocalRunner:
     """A runner in the coordinator's own event loop."""
 
-    def __init__(self, host: str, port: int, source_ips: int = 1) -> None:
-        self.client = ClientRunner(host, port, source_ips)
+    def __init__(
+        self, host: str, port: int, source_ips: int = 1, sv2_channel: str | None = None
+    ) -> None:
+        self.client = ClientRunner(host, port, source_ips, sv2_channel)
         self.pid = os.getpid()
 
     async def call(self, method: str, **kwargs: Any) -> Any:
@@ -666,11 +641,13 @@ class LocalRunner:
 class RemoteRunner:
     """A runner in a child process, driven over a pipe (one call at a time)."""
 
-    def __init__(self, host: str, port: int, source_ips: int = 1) -> None:
+    def __init__(
+        self, host: str, port: int, source_ips: int = 1, sv2_channel: str | None = None
+    ) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(
-            target=_worker_main, args=(child, host, port, source_ips), daemon=True,
+            target=_worker_main, args=(child, host, port, source_ips, sv2_channel), daemon=True,
             name="solopool-bench-client",
         )
         self.process.start()
@@ -707,20 +684,22 @@ Runner = LocalRunner | RemoteRunner
 
 
 def _worker_main(
-    conn: multiprocessing.connection.Connection, host: str, port: int, source_ips: int
-) -> None:
+    conn: multiprocessing.connection.Connection, host: str, port: int, source_ips: int,
+    sv2_channel: str | None,
+) -> None:  # fmt: skip
     import uvloop
 
     raise_fd_limit()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(_serve(conn, host, port, source_ips))
+        runner.run(_serve(conn, host, port, source_ips, sv2_channel))
 
 
 async def _serve(
-    conn: multiprocessing.connection.Connection, host: str, port: int, source_ips: int
-) -> None:
+    conn: multiprocessing.connection.Connection, host: str, port: int, source_ips: int,
+    sv2_channel: str | None,
+) -> None:  # fmt: skip
     loop = asyncio.get_running_loop()
-    client = ClientRunner(host, port, source_ips)
+    client = ClientRunner(host, port, source_ips, sv2_channel)
     inbox: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
 
     def read_pipe() -> None:  # on a thread: commands can be large (10,000 usernames)

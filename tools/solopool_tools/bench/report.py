@@ -117,6 +117,8 @@ def rows_for(result: dict[str, Any]) -> list[tuple[str, str]]:
         pool = result.get("pool", {})
         client = result.get("client", {})
         mode = "real shares" if result.get("valid_ratio") else "random nonces"
+        if result.get("protocol", "v1") != "v1":
+            mode += f", {result['protocol']}"
         rows.append(
             (
                 f"submit, {mode}: {result['connected']} miners x window {result['window']}, "

@@ -24,10 +24,13 @@ from . import procfs
 from .client import BenchError, LocalRunner, RemoteRunner, Runner
 from .report import machine, summarize_ms
 from .rpc import BenchRPCError, RPCClient, ZmqBlockWatcher, discover_zmq_hashblock
+from .sv2client import STANDARD
 
 # A random hash is a block with probability target / 2**256; above this the pool's network target
 # is regtest-easy and random submits would be a storm of found blocks.
 BLOCK_RISK_TARGET = 1 << 236  # ~1e-6 per hash
+V1_SCHEMES = ("stratum+tcp", "stratum", "tcp")
+SV2_SCHEME = "stratum2+tcp"
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class PoolTarget:
     url: str
     host: str
     port: int
+    sv2: bool = False  # a Stratum V2 port (stratum2+tcp://)
 
     @property
     def is_loopback(self) -> bool:
@@ -45,18 +49,21 @@ class PoolTarget:
 
 
 def parse_url(url: str) -> PoolTarget:
-    """`stratum+tcp://HOST:PORT` (or `HOST:PORT`)."""
+    """`stratum+tcp://HOST:PORT` (or `HOST:PORT`), or Stratum V2's
+    `stratum2+tcp://HOST:PORT[/AUTHORITY_KEY]` (the key is not checked: a load test)."""
     text = url if "://" in url else f"stratum+tcp://{url}"
     parts = urlsplit(text)
-    if parts.scheme not in ("stratum+tcp", "stratum", "tcp") or not parts.hostname:
-        raise BenchError(f"{url!r} is not a stratum+tcp://HOST:PORT URL")
+    if parts.scheme not in (*V1_SCHEMES, SV2_SCHEME) or not parts.hostname:
+        raise BenchError(
+            f"{url!r} is not a stratum+tcp://HOST:PORT or stratum2+tcp://HOST:PORT URL"
+        )
     try:
         port = parts.port
     except ValueError:
         port = None
     if port is None:
         raise BenchError(f"{url!r} has no port")
-    return PoolTarget(url, parts.hostname, port)
+    return PoolTarget(url, parts.hostname, port, sv2=parts.scheme == SV2_SCHEME)
 
 
 @dataclass
@@ -85,6 +92,7 @@ class ClientSettings:
     label: str = ""
     allow_remote: bool = False
     node: NodeSettings | None = None
+    sv2_channel: str = STANDARD  # on a stratum2+tcp:// URL: "standard" or "extended"
 
 
 @dataclass
@@ -197,9 +205,21 @@ def check_target(settings: ClientSettings) -> PoolTarget:
 
 async def start_runners(settings: ClientSettings, target: PoolTarget) -> list[Runner]:
     procs = max(1, settings.client_procs)
+    channel = settings.sv2_channel if target.sv2 else None
     if procs == 1:
-        return [LocalRunner(target.host, target.port, settings.source_ips)]
-    return [RemoteRunner(target.host, target.port, settings.source_ips) for _ in range(procs)]
+        return [LocalRunner(target.host, target.port, settings.source_ips, channel)]
+    return [
+        RemoteRunner(target.host, target.port, settings.source_ips, channel) for _ in range(procs)
+    ]
+
+
+def v1_only(target: PoolTarget, kind: str) -> None:
+    if target.sv2:
+        raise BenchError(f"the {kind} test speaks Stratum V1 only: give a stratum+tcp:// URL")
+
+
+def protocol(settings: ClientSettings, target: PoolTarget) -> str:
+    return f"sv2 {settings.sv2_channel}" if target.sv2 else "v1"
 
 
 async def close_runners(runners: list[Runner]) -> None:
@@ -433,6 +453,7 @@ async def run_submit(settings: SubmitSettings) -> dict[str, Any]:
     result = _base("submit", settings, target)
     result.update(
         {
+            "protocol": protocol(settings, target),
             "miners": settings.miners,
             "connected": conn["ready"],
             "window": settings.window,
@@ -502,6 +523,7 @@ async def run_submit(settings: SubmitSettings) -> dict[str, Any]:
 
 async def run_connections(settings: ConnectionSettings) -> dict[str, Any]:
     target = check_target(settings)
+    v1_only(target, "connections")
     pool = resolve_pool(settings, target)
     chain = settings.chain or await asyncio.to_thread(_node_chain, settings.node) or "main"
     users = miner_users(settings, settings.miners, chain)
@@ -577,6 +599,7 @@ async def run_connections(settings: ConnectionSettings) -> dict[str, Any]:
 
 async def run_fanout(settings: FanoutSettings) -> dict[str, Any]:
     target = check_target(settings)
+    v1_only(target, "fan-out")
     if settings.node is None:
         raise BenchError("the fan-out test mines blocks: give the node's RPC (--node-rpc)")
     rpc = settings.node.client()
