@@ -119,21 +119,37 @@ def build_share(
     now: float,
     roots: RootCache | None = None,
 ) -> Share:
-    """Check a submit's fields against the job and hash it. Raises ShareError (code 20).
-    `roots` is the connection's cache of its last merkle root."""
+    """Check a V1 submit's text fields against the job and hash it. Raises ShareError (code
+    20). `roots` is the connection's cache of its last merkle root."""
     extranonce2 = parse_extranonce2(extranonce2_hex)
     ntime = parse_hex32(ntime_hex, "ntime")
     nonce = parse_hex32(nonce_hex, "nonce")
+    bits = None if version_bits_hex is None else parse_hex32(version_bits_hex, "version bits")
+    return share_of(job, extranonce1, extranonce2, ntime, nonce, bits, version_mask, now, roots)
+
+
+def share_of(
+    job: Job,
+    extranonce1: bytes,
+    extranonce2: bytes,
+    ntime: int,
+    nonce: int,
+    version_bits: int | None,
+    version_mask: int,
+    now: float,
+    roots: RootCache | None = None,
+) -> Share:
+    """Check a submit's parsed fields (V1 after parsing its text, SV2 as sent) against the job
+    and hash it. Raises ShareError (code 20)."""
     earliest = job.template.mintime
     latest = min(job.ntime + MAX_NTIME_ROLL, int(now) + MAX_FUTURE_SECONDS)
     if not earliest <= ntime <= max(latest, job.ntime):
         raise ShareError(ERR_OTHER, "ntime out of range")
     version = job.version
-    if version_bits_hex is not None:
-        bits = parse_hex32(version_bits_hex, "version bits")
-        if bits & ~version_mask:
+    if version_bits is not None:
+        if version_bits & ~version_mask:
             raise ShareError(ERR_OTHER, "invalid version bits (outside the negotiated mask)")
-        version = (job.version & ~version_mask) | bits
+        version = (job.version & ~version_mask) | version_bits
     extranonce = extranonce1 + extranonce2
     if roots is None:
         header = job.header(extranonce, ntime, nonce, version)

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from ..config import StratumConfig
 from ..consensus.target import MAX_TARGET, target_to_difficulty
 from ..jobs import EXTRANONCE2_SIZE, Job
-from ..shares import share_target
+from ..shares import RootCache, share_target
 from ..vardiff import VarDiff, round_difficulty
 from .codec import u256_to_int
 
@@ -84,6 +84,8 @@ class Channel:
         # job_id -> (job, difficulty when it was sent)
         self.jobs: OrderedDict[int, tuple[Job, float]] = OrderedDict()
         self.seen: set[tuple[str, bytes, int, int, int]] = set()
+        self.roots = RootCache()  # its last merkle root: shares reuse it (one per job on a
+        # standard channel, one per extranonce an extended channel rolls)
 
     @property
     def extranonce1(self) -> bytes:

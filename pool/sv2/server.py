@@ -24,7 +24,7 @@ from ..consensus.address import address_allowed
 from ..jobs import EXTRANONCE2_SIZE, TemplateError
 from ..logsafety import miner_text
 from ..services import AddressRefused, PoolServices
-from ..shares import ERR_OTHER, Share, ShareError, build_share, share_target
+from ..shares import ERR_OTHER, Share, ShareError, share_of, share_target
 from .certificate import ServerIdentity
 from .channel import Channel, MaxTargetOutOfRange, difficulty_for_hash_rate
 from .codec import (
@@ -109,11 +109,31 @@ class Sv2Connection:
         self._channel_ids = itertools.count(1)
         self.opened = False  # a channel was opened: from then on the idle timeout applies
         self.spooling = 0  # found blocks being spooled before their SubmitShares.Success
+        # While the frames of one read are handled, replies collect here and leave in one
+        # write (one system call per read, not per reply: most of an SV2 share's cost).
+        self._pending: list[bytes] | None = None
 
     def send(self, message: Message) -> None:
         assert self.noise is not None
-        if not self.writer.is_closing():
-            self.writer.write(self.noise.encrypt_message(message))
+        frame = self.noise.encrypt_message(message)
+        if self._pending is not None:
+            self._pending.append(frame)
+        elif not self.writer.is_closing():
+            self.writer.write(frame)
+
+    async def handle_read(self, data: bytes) -> None:
+        """Every frame in `data`, replies written once at the end (also when a bad frame ends
+        the connection: the answers to the frames before it still go out)."""
+        assert self.noise is not None
+        pending: list[bytes] = []
+        self._pending = pending
+        try:
+            for header, payload in self.noise.feed(data):
+                await self.handle(decode_message(header, payload))
+        finally:
+            self._pending = None
+            if pending and not self.writer.is_closing():
+                self.writer.write(b"".join(pending))
 
     def read_timeout(self) -> float:
         """Until a channel opens, what is left of the handshake timeout; then the idle one."""
@@ -132,8 +152,7 @@ class Sv2Connection:
                 data = await asyncio.wait_for(self.reader.read(65536), self.read_timeout())
                 if not data:
                     return
-                for header, payload in self.noise.feed(data):
-                    await self.handle(decode_message(header, payload))
+                await self.handle_read(data)
                 await self.writer.drain()
         except (Sv2DecodeError, Sv2ProtocolError) as exc:
             log.info("%s: SV2 connection closed: %s", self.peer, miner_text(str(exc)))
@@ -373,9 +392,9 @@ class Sv2Connection:
         if (message.version ^ job.version) & ~mask:
             return "invalid-version"
         try:
-            share = build_share(
-                job, channel.extranonce1, extranonce2.hex(), f"{message.ntime:08x}",
-                f"{message.nonce:08x}", f"{message.version & mask:08x}", mask, time.time(),
+            share = share_of(
+                job, channel.extranonce1, extranonce2, message.ntime, message.nonce,
+                message.version & mask, mask, time.time(), channel.roots,
             )  # fmt: skip
         except ShareError as exc:
             return exc.message[:255]
