@@ -7,12 +7,11 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Collection, Iterator
 
 from .api import ApiServer
 from .blocks import BlockIntake, BlockSpool, BlockSubmitter
 from .config import Config, NodeConfig
-from .events import Events, MinerView
+from .events import Events
 from .found import ACCEPTED, FoundBlock
 from .jobs import JobManager, Template
 from .messages import Sv2Setup
@@ -33,38 +32,11 @@ from .sv2.certificate import (
     load_or_create_authority_key,
     xonly_public_key,
 )
-from .sv2.server import Sv2Connection, Sv2Server
+from .sv2.server import Sv2Server
 from .tasks import Supervisor
 from .workers import Sv2PortError, WorkerGroup, WorkerStartError
 
 log = logging.getLogger(__name__)
-
-
-class AllConnections(Collection[MinerView]):
-    """Every protocol's open connections, read live (no copy), for the API: V1 sessions (here
-    or in worker processes) and, once its port listens, SV2 channels."""
-
-    def __init__(self, pool: Pool) -> None:
-        self._pool = pool
-
-    @property
-    def sessions(self) -> Collection[MinerView]:
-        return self
-
-    def _sv2_connections(self) -> list[Sv2Connection]:
-        return list(self._pool.sv2.connections) if self._pool.sv2 is not None else []
-
-    def __len__(self) -> int:
-        channels = sum(len(c.channels) for c in self._sv2_connections())
-        return len(self._pool.stratum.sessions) + channels
-
-    def __iter__(self) -> Iterator[MinerView]:
-        yield from self._pool.stratum.sessions
-        for connection in self._sv2_connections():
-            yield from list(connection.channels.values())
-
-    def __contains__(self, item: object) -> bool:
-        return any(item is miner for miner in self)
 
 
 def _client(n: NodeConfig, name: str) -> NodeClient:
@@ -147,7 +119,7 @@ class Pool:
         # What the API, /metrics and the Umbrel widget read: never the pool itself.
         self.view = PoolView(
             stats=self.stats, jobs=self.jobs, source=self.source, nodes=self.nodes,
-            connections=AllConnections(self), payouts=self,
+            connections=self.miners, payouts=self,
         )
         self.events.add(self.view)
         self.api = ApiServer(self.view, config.api)

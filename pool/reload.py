@@ -44,10 +44,7 @@ class Reloadable(Protocol):
     jobs: JobManager
 
     @property
-    def stratum(self) -> Listeners: ...
-
-    @property
-    def sv2(self) -> Listeners | None: ...  # the SV2 server, when it is on
+    def miners(self) -> Listeners: ...  # every protocol's
 
 
 @dataclass
@@ -134,9 +131,7 @@ async def reload_config(pool: Reloadable) -> list[str]:
 
 async def _apply(pool: Reloadable, config: Config, changed: dict[str, dict[str, Any]]) -> None:
     if changed["stratum"]:
-        dropped = pool.stratum.apply_config(config.stratum)
-        if pool.sv2 is not None:
-            dropped += pool.sv2.apply_config(config.stratum)
+        dropped = pool.miners.apply_config(config.stratum)
         if dropped:
             log.warning(
                 "reload: closed %d connection(s) or SV2 channel(s) of addresses no longer allowed",

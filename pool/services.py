@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Collection, Iterator
 from typing import TYPE_CHECKING, Protocol
 
 from .events import MinerView
@@ -78,14 +78,46 @@ class Broadcaster(Protocol):
         """Send every miner a job of the current template; returns how many were sent one."""
 
 
-class AllMiners:
-    """Every protocol's miners as one Broadcaster (V1, and SV2 when it is on)."""
+class MinerServer(Broadcaster, Protocol):
+    """One protocol's miners (the V1 server or worker group, the SV2 server)."""
 
-    def __init__(self, *parts: Broadcaster) -> None:
+    @property
+    def sessions(self) -> Collection[Miner]: ...  # open connections (SV2: channels)
+
+    def apply_config(self, config: StratumConfig) -> int:
+        """A reloaded [stratum]; returns how many connections or channels it closed."""
+
+
+class AllMiners:
+    """Every protocol's miners as one (V1, and SV2 when it is on): new jobs, a reloaded
+    config, and the live list of open connections the API reads."""
+
+    def __init__(self, *parts: MinerServer) -> None:
         self.parts = list(parts)
+        self.sessions = LiveSessions(self.parts)
 
     def broadcast(self, clean: bool) -> int:
         return sum(part.broadcast(clean) for part in self.parts)
+
+    def apply_config(self, config: StratumConfig) -> int:
+        return sum(part.apply_config(config) for part in self.parts)
+
+
+class LiveSessions(Collection[Miner]):
+    """Every part's open connections, read live (no copy)."""
+
+    def __init__(self, parts: list[MinerServer]) -> None:
+        self._parts = parts
+
+    def __len__(self) -> int:
+        return sum(len(part.sessions) for part in self._parts)
+
+    def __iter__(self) -> Iterator[Miner]:
+        for part in self._parts:
+            yield from part.sessions
+
+    def __contains__(self, item: object) -> bool:
+        return any(item is miner for miner in self)
 
 
 class ShareTally:

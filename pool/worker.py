@@ -22,7 +22,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from typing import Any
 
 from . import messages
@@ -112,9 +112,12 @@ class WorkerPool:
 
     def _apply_config(self, config: StratumConfig) -> None:
         self.config = config
-        dropped = self.stratum.apply_config(config)
+        dropped = self.miners.apply_config(config)  # V1 and SV2
         if dropped:
-            log.warning("reload: closed %d connection(s) of addresses no longer allowed", dropped)
+            log.warning(
+                "reload: closed %d connection(s) or SV2 channel(s) of addresses no longer allowed",
+                dropped,
+            )
 
     # --- PoolServices ---------------------------------------------------------------------------
 
@@ -196,17 +199,11 @@ class WorkerPool:
             events, self._events = self._events, []
             self._send(messages.Events(tuple(events)))
 
-    def _miners(self) -> Iterator[Session | Sv2Channel]:
-        yield from self.stratum.sessions
-        if self.sv2 is not None:
-            for connection in self.sv2.connections:
-                yield from connection.channels.values()
-
     def snapshot(self) -> None:
         """Queue the state of every session and SV2 channel that changed since it was last
         reported."""
         reported = self._reported
-        for session in self._miners():
+        for session in self.miners.sessions:
             if session.closed:
                 continue
             state = (

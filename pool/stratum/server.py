@@ -15,7 +15,6 @@ import errno
 import logging
 import os
 import secrets
-import socket
 import ssl
 import time
 from collections.abc import Callable, ValuesView
@@ -24,6 +23,7 @@ from typing import Any
 
 from ..config import StratumConfig
 from ..fdlimit import connection_limit, open_file_limit
+from ..listen import listen
 from ..services import PoolServices
 from ..tasks import Supervisor
 from .framing import LineTooLong, split_lines
@@ -291,51 +291,6 @@ def _where(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _dual_stack_socket(port: int, backlog: int, reuse_port: bool = False) -> socket.socket:
-    """One IPv6 socket on `::` that also takes IPv4 (IPV6_V6ONLY off). asyncio's own
-    create_server turns dual stack off and would need two sockets for the same thing."""
-    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.bind(("::", port))
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-async def _listen(
-    factory: Callable[[], asyncio.Protocol],
-    host: str,
-    port: int,
-    ssl_context: ssl.SSLContext | None,
-    backlog: int = 1024,
-    reuse_port: bool = False,
-) -> asyncio.base_events.Server:
-    """A listener on host:port; `reuse_port` lets several worker processes share the port
-    (SO_REUSEPORT: the kernel spreads new connections over them)."""
-    loop = asyncio.get_running_loop()
-    if host in ("::", "[::]"):
-        try:
-            sock = _dual_stack_socket(port, backlog, reuse_port)
-        except OSError as exc:
-            if socket.has_ipv6 and exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
-                raise
-            log.warning("no IPv6 on this host (%s); listening on IPv4 0.0.0.0 only", exc)
-            host = "0.0.0.0"
-        else:
-            return await loop.create_server(factory, sock=sock, ssl=ssl_context)
-    return await loop.create_server(
-        factory, host.strip("[]"), port, reuse_address=True, backlog=backlog, ssl=ssl_context,
-        reuse_port=reuse_port or None,
-    )
-
-
 def tls_context(cfg: StratumConfig) -> ssl.SSLContext:
     """The stratum+ssl context; makes the self-signed data_dir/tls/ certificate if needed."""
     cert, key = cfg.tls_cert_file, cfg.tls_key_file
@@ -419,14 +374,14 @@ class StratumServer:
                 open_file_limit() - self.fd_connection_limit,
             )
         reuse = self.reuse_port
-        plain = await _listen(
+        plain = await listen(
             lambda: StratumProtocol(self), cfg.host, cfg.port, None, reuse_port=reuse
         )
         tls: asyncio.base_events.Server | None = None
         if cfg.tls_port:
             try:
                 context = await asyncio.to_thread(tls_context, cfg)
-                tls = await _listen(
+                tls = await listen(
                     lambda: StratumProtocol(self), cfg.host, cfg.tls_port, context,
                     reuse_port=reuse,
                 )

@@ -22,6 +22,7 @@ from typing import Protocol
 from ..config import StratumConfig, StratumV2Config
 from ..consensus.address import address_allowed
 from ..jobs import EXTRANONCE2_SIZE, TemplateError
+from ..listen import listen_streams
 from ..logsafety import miner_text
 from ..services import AddressRefused, PoolServices
 from ..shares import ERR_OTHER, Share, ShareError, share_of, share_target
@@ -476,8 +477,9 @@ class Sv2Server:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._accept, self.config.host, self.config.port, reuse_port=self.reuse_port or None
+        host = self.config.host or self.stratum_config.host
+        self._server = await listen_streams(
+            self._accept, host, self.config.port, self.reuse_port
         )
         self._ticker = asyncio.create_task(self._tick_loop())
 
@@ -517,6 +519,11 @@ class Sv2Server:
         self.release_extranonce1(channel.extranonce1)
         if self.on_disconnect is not None:
             self.on_disconnect(channel)
+
+    @property
+    def sessions(self) -> list[Channel]:
+        """Every open channel (what the API lists beside V1 connections)."""
+        return [ch for connection in self.connections for ch in connection.channels.values()]
 
     def broadcast(self, clean: bool) -> int:
         sent = 0

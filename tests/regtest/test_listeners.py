@@ -3,18 +3,22 @@ certificate, each proven by a real client mining a block on a regtest node."""
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pool.config import ConfigError, parse_config
+from pool.app import Pool
+from pool.config import ConfigError, StratumV2Config, parse_config
 from pool.stratum.tls import ensure_self_signed
-from tests.support.fixtures import PoolFactory
+from pool.sv2.codec import OpenStandardMiningChannelSuccess
+from tests.support.fixtures import PoolFactory, pool_config
 from tests.support.mining import mine_one_block
 from tests.support.node import RegtestNode, free_port
 from tests.support.stratum_client import StratumTestClient, client_tls_context, connect
+from tests.support.sv2_client import Sv2TestClient, open_standard
 
 
 def ipv6_loopback() -> bool:
@@ -154,3 +158,27 @@ async def test_unusable_certificate_is_one_clear_error(
         await start_pool(
             node, tls_port=free_port(), tls_cert_file=str(bad), tls_key_file=str(bad)
         )
+
+
+async def test_sv2_on_dual_stack_takes_ipv4_and_ipv6(node: RegtestNode, tmp_path: Path) -> None:
+    """`[stratum_v2] host = "::"` listens as V1 does: one socket for IPv6 and IPv4."""
+    config = pool_config(node, tmp_path / "data", host="::")
+    sv2 = StratumV2Config(port=free_port_v6(), authority_key_file=tmp_path / "sv2.key")
+    pool = Pool(dataclasses.replace(config, stratum_v2=sv2))
+    await pool.start()
+    try:
+        assert pool.sv2 is not None
+        sock = pool.sv2._server.sockets[0] if pool.sv2._server else None
+        assert sock is not None and sock.family == socket.AF_INET6
+        assert sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 0
+        for host in ("::1", "127.0.0.1"):
+            client = await Sv2TestClient.connect(pool.sv2.port, host=host)
+            await client.setup()
+            client.send(open_standard(node.new_address("bech32") + ".dual"))
+            assert isinstance(
+                await client.receive_type(OpenStandardMiningChannelSuccess),
+                OpenStandardMiningChannelSuccess,
+            )
+            client.close()
+    finally:
+        await pool.stop()

@@ -6,9 +6,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any, cast
 
-from pool.app import AllConnections
+from pool.services import AllMiners
 from pool.snapshot import Sv2Endpoint
 from pool.status import render
+from pool.sv2.server import Sv2Server
 
 KEY = "9bXiEd8boQVhq7WddEcERUL5tyyJVFYdU8th3HfbNXK3Yw6GRXh"  # the spec's example key
 
@@ -19,20 +20,23 @@ def miner(name: str, protocol: str) -> Any:
 
 def test_the_connection_list_has_v1_sessions_and_sv2_channels_read_live() -> None:
     v1 = [miner("a.v1", "v1")]
-    pool = SimpleNamespace(stratum=SimpleNamespace(sessions=v1), sv2=None)
-    connections = AllConnections(cast(Any, pool))
-    assert list(connections.sessions) == v1 and len(connections) == 1
+    stratum = SimpleNamespace(sessions=v1)
+    miners = AllMiners(cast(Any, stratum))
+    connections = miners.sessions
+    assert list(connections) == v1 and len(connections) == 1
 
     standard, extended = miner("a.axe", "sv2"), miner("a.qaxe", "sv2")
+    sv2 = Sv2Server.__new__(Sv2Server)  # only its connection bookkeeping is read here
     idle = SimpleNamespace(channels={})  # handshake done, no channel open yet: no miner
-    pool.sv2 = SimpleNamespace(connections=[
+    sv2.connections = cast(Any, [
         SimpleNamespace(channels={1: standard}), idle, SimpleNamespace(channels={2: extended}),
     ])  # fmt: skip
+    miners.parts.append(sv2)  # as app.py does once the SV2 port listens
     assert len(connections) == 3
     assert sorted(m.worker for m in connections) == ["a.axe", "a.qaxe", "a.v1"]
     assert extended in connections and miner("a.gone", "sv2") not in connections
     v1.append(miner("a.v1b", "v1"))  # live: no copy was taken
-    assert len(connections.sessions) == 4
+    assert len(miners.sessions) == 4
 
 
 def test_sv2_endpoint_json() -> None:
