@@ -23,7 +23,7 @@ from ..config import StratumConfig, StratumV2Config
 from ..consensus.address import address_allowed
 from ..jobs import EXTRANONCE2_SIZE, TemplateError
 from ..listen import listen_streams
-from ..logsafety import miner_text
+from ..logsafety import is_plain, miner_text
 from ..services import AddressRefused, PoolServices
 from ..shares import ERR_OTHER, Share, ShareError, share_of, share_target
 from .certificate import ServerIdentity
@@ -205,6 +205,15 @@ class Sv2Connection:
         """The payout script for the channel, or the spec's error code refusing it."""
         if len(self.channels) >= MAX_CHANNELS_PER_CONNECTION:
             return "max-channels-reached"
+        username = message.user_identity
+        # As V1's authorize: a name with control or invisible characters is refused, not
+        # cleaned (it names the payout address), and worker names are bounded (stats, API).
+        limit = self.server.stratum_config.max_worker_name_length
+        if not is_plain(username) or len(username.partition(".")[2]) > limit:
+            log.info("%s: SV2 channel refused: user identity %r is not plain text or its "
+                     "worker name is over %d characters ([stratum] max_worker_name_length)",
+                     self.peer, miner_text(username), limit)  # fmt: skip
+            return "unknown-user"
         if isinstance(message, OpenExtendedMiningChannel) and (
             message.min_extranonce_size > EXTRANONCE2_SIZE
         ):
@@ -233,7 +242,8 @@ class Sv2Connection:
         channel = Channel(
             next(self._channel_ids), isinstance(message, OpenExtendedMiningChannel), username,
             address, payout_script, self.server.new_extranonce1(), cfg,
-            f"{self.setup.vendor} {self.setup.firmware}".strip() + " (SV2)", time.monotonic(),
+            miner_text(f"{self.setup.vendor} {self.setup.firmware}".strip()) + " (SV2)",
+            time.monotonic(),
         )  # fmt: skip
         try:
             channel.limit_target(message.max_target, cfg)

@@ -263,6 +263,21 @@ async def test_open_with_a_max_target_beyond_max_difficulty_is_refused(
     client.close()
 
 
+async def test_user_identities_are_checked_as_v1_names(make_rig: RigFactory) -> None:
+    """A control character in the identity, or a worker name over the limit: refused as V1's
+    authorize refuses them; a plain name at the limit opens."""
+    rig = await make_rig(max_worker_name_length=8)
+    client = await Sv2TestClient.connect(rig.sv2.port)
+    await client.setup()
+    for user in (ADDRESS + ".rig\x1b[2J", ADDRESS + ".ninechars", "\u202e" + ADDRESS):
+        client.send(open_standard(user))
+        assert (await client.receive_type(OpenMiningChannelError)).error_code == "unknown-user"
+    client.send(open_standard(ADDRESS + ".eightchr"))
+    await client.receive_type(OpenStandardMiningChannelSuccess)
+    assert [c.worker for c in rig.connected] == [ADDRESS + ".eightchr"]
+    client.close()
+
+
 async def test_close_channel_releases_it(make_rig: RigFactory) -> None:
     rig = await make_rig()
     client, channel_id, job, prev = await open_channel(rig)
