@@ -113,7 +113,8 @@ write_config() {  # file, then section.key=TOML-value ...
 import dataclasses, os, sys
 from pool import config
 path, items = sys.argv[1], sys.argv[2:]
-classes = {"node": "NodeConfig", "stratum": "StratumConfig", "pool": "PoolConfig", "api": "ApiConfig"}
+classes = {"node": "NodeConfig", "stratum": "StratumConfig", "pool": "PoolConfig", "api": "ApiConfig",
+           "stratum_v2": "StratumV2Config"}
 sections: dict = {}
 for item in items:
     key, value = item.split("=", 1)
@@ -222,6 +223,25 @@ start_pool valid "$WORK/valid.toml" "$PORT"
 bench submit --url "stratum+tcp://127.0.0.1:$PORT" --pool-pid "$POOL_PID" --chain main \
     "${FAKE_NODE[@]}" --seconds "$SUBMIT_SECONDS" --valid-ratio 1 \
     --label "valid shares, 1 client proc" --out "$OUT/submit-valid-1proc.json"
+stop_pool
+
+PORT=$(free_port)
+SV2_PORT=$(free_port)
+write_config "$WORK/sv2.toml" "${fake_node_config[@]}" "${STRATUM_COMMON[@]}" \
+    "stratum.port=$PORT" "stratum_v2.port=$SV2_PORT" 'stratum_v2.host="127.0.0.1"' \
+    "pool.data_dir=\"$WORK/data-sv2\""
+say "submit throughput, V1 and Stratum V2 (standard, extended) on one pool, back to back"
+start_pool sv2 "$WORK/sv2.toml" "$PORT"
+for url in "stratum+tcp://127.0.0.1:$PORT" "stratum2+tcp://127.0.0.1:$SV2_PORT"; do
+    channels=(standard)
+    [[ $url == stratum2* ]] && channels=(standard extended)
+    for channel in "${channels[@]}"; do
+        name=$([[ $url == stratum2* ]] && echo "sv2-$channel" || echo v1)
+        bench submit --url "$url" --sv2-channel "$channel" --pool-pid "$POOL_PID" --chain main \
+            "${FAKE_NODE[@]}" --seconds "$SUBMIT_SECONDS" --miners 200 --window 8 \
+            --label "$name beside SV2, random nonces" --out "$OUT/submit-random-$name.json"
+    done
+done
 stop_pool
 
 if [ -n "$WORKERS" ]; then
