@@ -21,10 +21,12 @@ import pytest_asyncio
 
 from pool.app import Pool
 from pool.config import StratumV2Config
+from pool.reload import reload_config
 from pool.sv2.certificate import authority_pubkey_base58, load_authority_key, xonly_public_key
 from pool.sv2.codec import (
     PROTOCOL_MINING,
     REQUIRES_STANDARD_JOBS,
+    CloseChannel,
     Message,
     OpenStandardMiningChannel,
     OpenStandardMiningChannelSuccess,
@@ -39,6 +41,7 @@ from tests.support.node import RegtestNode, RPCError, free_port
 from tests.support.pool_process import PoolProcess, write_config
 from tests.support.shares import find_nonce
 from tests.support.stratum_client import last_notify, mining_client, submit_params
+from tests.support.sv2_client import Sv2TestClient, open_standard
 from tests.support.sv2_miner import USER, run_miner, sv2_miner
 from tests.support.watch import api
 
@@ -323,3 +326,24 @@ async def test_taken_sv2_port_is_a_one_line_startup_error(
     assert len(errors) == 1, proc.output[-3000:]
     assert "change [stratum_v2] port or host" in errors[0]
     assert "Traceback" not in proc.output, proc.output[-3000:]
+
+
+async def test_reload_reaches_sv2_channels_in_worker_processes(
+    workers_pool: Pool, fresh_node: RegtestNode, tmp_path: Path
+) -> None:
+    """A SIGHUP's [stratum] changes travel to the workers, and each applies them to its SV2
+    channels as to its V1 sessions: the channel of an address no longer allowed is closed."""
+    client = await Sv2TestClient.connect(sv2_port(workers_pool))
+    await client.setup()
+    client.send(open_standard(USER))
+    await client.receive_type(OpenStandardMiningChannelSuccess)
+    keep = fresh_node.new_address("bech32")
+    config = write_config(
+        tmp_path / "solopool.toml", fresh_node, workers_pool.stratum.port, workers=2,
+        allowed_addresses=[keep],
+    )  # fmt: skip
+    workers_pool.full_config = dataclasses.replace(workers_pool.full_config, source=config)
+    applied = await reload_config(workers_pool)
+    assert f"[stratum] allowed_addresses: () -> ('{keep}',)" in applied
+    rest = await client.rest_until_closed()
+    assert CloseChannel(1, "address-not-allowed") in rest
