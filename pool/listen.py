@@ -8,11 +8,17 @@ import errno
 import logging
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
-StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+def peer_host(peername: Any) -> str:
+    """The IP a connection comes from (the key of the per-IP limits)."""
+    if isinstance(peername, tuple) and peername:
+        return str(peername[0])
+    return str(peername)
 
 
 def dual_stack_socket(port: int, backlog: int, reuse_port: bool = False) -> socket.socket:
@@ -58,16 +64,3 @@ async def listen(
         factory, host.strip("[]"), port, reuse_address=True, backlog=backlog, ssl=ssl_context,
         reuse_port=reuse_port or None,
     )
-
-
-async def listen_streams(
-    handler: StreamHandler, host: str, port: int, reuse_port: bool = False
-) -> asyncio.base_events.Server:
-    """`listen` for a handler of asyncio streams (what asyncio.start_server does)."""
-    loop = asyncio.get_running_loop()
-
-    def factory() -> asyncio.Protocol:
-        reader = asyncio.StreamReader(loop=loop)
-        return asyncio.StreamReaderProtocol(reader, handler, loop=loop)
-
-    return await listen(factory, host, port, None, reuse_port=reuse_port)

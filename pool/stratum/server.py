@@ -23,7 +23,7 @@ from typing import Any
 
 from ..config import StratumConfig
 from ..fdlimit import connection_limit, open_file_limit
-from ..listen import listen
+from ..listen import listen, peer_host
 from ..services import PoolServices
 from ..tasks import Supervisor
 from .framing import LineTooLong, split_lines
@@ -41,13 +41,6 @@ MIN_TICK_SECONDS = 0.05
 REFUSAL_LOG_SECONDS = 60.0  # refused connections are logged at most once per IP per minute
 CLOSE_WAIT_SECONDS = 2.0  # at shutdown: how long miners get to take their client.reconnect
 LISTENER_CLOSE_SECONDS = 5.0
-
-
-def peer_host(peername: Any) -> str:
-    """The IP a connection comes from (the key of the per-IP limit)."""
-    if isinstance(peername, tuple) and peername:
-        return str(peername[0])
-    return str(peername)
 
 
 class StratumProtocol(asyncio.Protocol):

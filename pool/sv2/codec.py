@@ -14,7 +14,16 @@ from __future__ import annotations
 import dataclasses
 import struct
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, ClassVar, Generic, TypeVar, dataclass_transform, get_type_hints
+from typing import (
+    Annotated,
+    Any,
+    ClassVar,
+    Generic,
+    NamedTuple,
+    TypeVar,
+    dataclass_transform,
+    get_type_hints,
+)
 
 T = TypeVar("T")
 
@@ -256,13 +265,15 @@ def int_to_u256(value: int) -> bytes:
 # --- frame header -------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class FrameHeader:
+_HEADER = struct.Struct("<HBHB")
+
+
+class FrameHeader(NamedTuple):
+    """A frame's 6-byte header (a tuple: one is made for every frame received)."""
+
     extension_type: int
     msg_type: int
     msg_length: int
-
-    _S: ClassVar[struct.Struct] = struct.Struct("<HBHB")
 
     @property
     def channel_msg(self) -> bool:
@@ -271,7 +282,7 @@ class FrameHeader:
     def encode(self) -> bytes:
         if not 0 <= self.msg_length <= MAX_U24:
             raise ValueError(f"msg_length out of range: {self.msg_length}")
-        return self._S.pack(
+        return _HEADER.pack(
             self.extension_type, self.msg_type, self.msg_length & 0xFFFF, self.msg_length >> 16
         )
 
@@ -280,7 +291,7 @@ class FrameHeader:
         """The header, refusing a payload longer than `max_payload` before anything reads it."""
         if len(data) != HEADER_SIZE:
             raise Sv2DecodeError(f"frame header must be {HEADER_SIZE} bytes, got {len(data)}")
-        ext, msg_type, low, high = cls._S.unpack(data)
+        ext, msg_type, low, high = _HEADER.unpack(data)
         length = low | high << 16
         if length > max_payload:
             raise Sv2DecodeError(
@@ -366,16 +377,20 @@ def message(msg_type: int, channel_msg: bool) -> Callable[[M], M]:
     return wrap
 
 
-def decode_message(header: FrameHeader, payload: bytes) -> Message:
-    """The message a frame carries. Only core messages exist here (extension_type 0 once the
-    channel_msg bit is masked off); the channel_msg bit itself is not checked, as the firmware
-    does not check it either."""
+def _message_class(header: FrameHeader, payload: bytes) -> type[Message]:
     cls = MESSAGES.get(header.msg_type)
     if cls is None or header.extension_type & ~CHANNEL_MSG_BIT:
         raise UnknownMessage(header.extension_type, header.msg_type)
     if len(payload) != header.msg_length:
         raise Sv2DecodeError(f"payload is {len(payload)} bytes, header says {header.msg_length}")
-    return cls.decode_payload(payload)
+    return cls
+
+
+def decode_message(header: FrameHeader, payload: bytes) -> Message:
+    """The message a frame carries. Only core messages exist here (extension_type 0 once the
+    channel_msg bit is masked off); the channel_msg bit itself is not checked, as the firmware
+    does not check it either."""
+    return _message_class(header, payload).decode_payload(payload)
 
 
 def decode_frame(frame: bytes, max_payload: int = MAX_INBOUND_PAYLOAD) -> Message:
@@ -574,3 +589,82 @@ class SetGroupChannel(Message):
 
 def message_types() -> Sequence[type[Message]]:
     return tuple(MESSAGES.values())
+
+
+# --- the share path ------------------------------------------------------------------------------
+# Most of what a pool receives is shares and most of what it sends is their answers. These
+# read and write those messages' fields directly, with the layouts above, without building
+# message objects: the same bytes and the same errors as decode_message and encode_frame.
+
+SUBMIT_STANDARD = SubmitSharesStandard.MSG_TYPE
+SUBMIT_EXTENDED = SubmitSharesExtended.MSG_TYPE
+_SUBMIT_FIELDS = struct.Struct("<IIIIII")  # channel_id .. version, both submit messages
+_SUBMIT_EXTENDED_FIXED = _SUBMIT_FIELDS.size + 1  # .. and the extranonce's length byte
+
+
+class SubmitFields(NamedTuple):
+    """A SubmitShares.Standard or .Extended; extranonce is None for a standard one."""
+
+    channel_id: int
+    sequence_number: int
+    job_id: int
+    nonce: int
+    ntime: int
+    version: int
+    extranonce: bytes | None
+
+
+def decode_submit(header: FrameHeader, payload: bytes) -> SubmitFields:
+    """The fields of a frame whose msg_type is SUBMIT_STANDARD or SUBMIT_EXTENDED."""
+    cls = _message_class(header, payload)
+    if cls is SubmitSharesStandard:
+        if len(payload) != _SUBMIT_FIELDS.size:
+            cls.decode_payload(payload)  # raises the decoder's own error
+        return SubmitFields._make((*_SUBMIT_FIELDS.unpack(payload), None))
+    if cls is not SubmitSharesExtended:
+        raise ValueError(f"{cls.__name__} is not a share submission")
+    size = len(payload) - _SUBMIT_EXTENDED_FIXED
+    if size < 0 or payload[_SUBMIT_EXTENDED_FIXED - 1] != size or size > B0_32.limit:
+        cls.decode_payload(payload)  # raises the decoder's own error
+    return SubmitFields._make(
+        (*_SUBMIT_FIELDS.unpack_from(payload), payload[_SUBMIT_EXTENDED_FIXED:])
+    )
+
+
+def _success_frame_layout() -> struct.Struct:
+    fields = SubmitSharesSuccess._struct
+    assert fields is not None  # all fixed-size
+    return struct.Struct("<HBHB" + fields.format[1:])
+
+
+_SUCCESS_FRAME = _success_frame_layout()
+_SUCCESS_HEADER = (
+    CHANNEL_MSG_BIT,
+    SubmitSharesSuccess.MSG_TYPE,
+    _SUCCESS_FRAME.size - HEADER_SIZE,
+    0,
+)
+_ERROR_FIELDS = struct.Struct("<II")  # channel_id, sequence_number
+_error_codes: dict[str, tuple[bytes, bytes]] = {}  # error code -> (frame header, encoded code)
+
+
+def submit_success_frame(
+    channel_id: int, last_sequence_number: int, accepted_count: int, shares_sum: int
+) -> bytes:
+    """SubmitShares.Success as a plaintext frame (encode_frame's bytes)."""
+    return _SUCCESS_FRAME.pack(
+        *_SUCCESS_HEADER, channel_id, last_sequence_number, accepted_count, shares_sum
+    )
+
+
+def submit_error_frame(channel_id: int, sequence_number: int, error_code: str) -> bytes:
+    """SubmitShares.Error as a plaintext frame (encode_frame's bytes). The pool's error codes
+    are a few constants: their header and encoding are kept."""
+    parts = _error_codes.get(error_code)
+    if parts is None:
+        code = STR0_255.encode(error_code)
+        size = _ERROR_FIELDS.size + len(code)
+        parts = (FrameHeader(CHANNEL_MSG_BIT, SubmitSharesError.MSG_TYPE, size).encode(), code)
+        if len(_error_codes) < 64:
+            _error_codes[error_code] = parts
+    return parts[0] + _ERROR_FIELDS.pack(channel_id, sequence_number) + parts[1]

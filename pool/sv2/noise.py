@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -100,6 +101,9 @@ def ellswift_xonly(encoded: bytes) -> bytes:
 # --- Noise primitives ---------------------------------------------------------------------------
 
 
+_NONCE = struct.Struct("<4xQ").pack  # 4 zero bytes, then the counter little-endian
+
+
 class CipherState:
     """ChaCha20-Poly1305 with a 64-bit counter nonce (4 zero bytes, then the counter LE)."""
 
@@ -109,23 +113,24 @@ class CipherState:
         self._aead = ChaCha20Poly1305(key)
         self.nonce = 0
 
-    def _next_nonce(self) -> bytes:
-        if self.nonce >= _NONCE_LIMIT:
+    def encrypt(self, plaintext: bytes, ad: bytes | None = None) -> bytes:
+        nonce = self.nonce
+        if nonce >= _NONCE_LIMIT:
             raise DecryptionError("Noise nonce exhausted: the connection must be reopened")
-        nonce = b"\0\0\0\0" + self.nonce.to_bytes(8, "little")
-        self.nonce += 1
-        return nonce
+        self.nonce = nonce + 1
+        return self._aead.encrypt(_NONCE(nonce), plaintext, ad)
 
-    def encrypt(self, plaintext: bytes, ad: bytes = b"") -> bytes:
-        return self._aead.encrypt(self._next_nonce(), plaintext, ad)
-
-    def decrypt(self, ciphertext: bytes, ad: bytes = b"") -> bytes:
-        nonce = self._next_nonce()
+    def decrypt(self, ciphertext: bytes | bytearray, ad: bytes | None = None) -> bytes:
+        nonce = self.nonce
+        if nonce >= _NONCE_LIMIT:
+            raise DecryptionError("Noise nonce exhausted: the connection must be reopened")
         try:
-            return self._aead.decrypt(nonce, ciphertext, ad)
+            plaintext = self._aead.decrypt(_NONCE(nonce), ciphertext, ad)
         except InvalidTag:
-            self.nonce -= 1  # as Noise says: a failed decryption does not use up the nonce
+            # as Noise says: a failed decryption does not use up the nonce
             raise DecryptionError("decryption failed (bad tag)") from None
+        self.nonce = nonce + 1
+        return plaintext
 
 
 def hkdf2(chaining_key: bytes, ikm: bytes) -> tuple[bytes, bytes]:
@@ -173,9 +178,9 @@ class _SymmetricState:
 # --- the handshake ------------------------------------------------------------------------------
 
 
-def respond(act1: bytes, static_secret: bytes, certificate: SignatureNoiseMessage) -> tuple[
-    bytes, NoiseSession
-]:
+def respond(
+    act1: bytes, static_secret: bytes, certificate: SignatureNoiseMessage
+) -> tuple[bytes, NoiseSession]:
     """The pool's side: the initiator's 64 bytes in -> the 234-byte reply and the session."""
     if len(act1) != ACT1_SIZE:
         raise HandshakeError(f"handshake: expected {ACT1_SIZE} bytes, got {len(act1)}")
@@ -256,8 +261,11 @@ def ciphertext_length(plaintext_length: int) -> int:
 
 
 class NoiseSession:
-    """Both directions after the handshake. `encrypt_*` for sending; `feed` for receiving:
-    bytes in any chunking -> the whole frames they complete, as (header, payload)."""
+    """Both directions after the handshake. `encrypt_*` for sending. Receiving: `absorb`
+    bytes in any chunking, then `next_frame` gives the whole frames they complete one at a
+    time, decrypted as asked for (`feed` does both, as an iterator)."""
+
+    __slots__ = ("send", "recv", "max_payload", "_buffer", "_pos", "_header")
 
     def __init__(
         self, send: CipherState, recv: CipherState, max_payload: int = MAX_INBOUND_PAYLOAD
@@ -266,50 +274,80 @@ class NoiseSession:
         self.recv = recv
         self.max_payload = max_payload
         self._buffer = bytearray()
+        self._pos = 0  # where the unread bytes in _buffer start
         self._header: FrameHeader | None = None
 
     def encrypt_frame(self, frame: bytes) -> bytes:
         """A plaintext frame (header + payload, as `Message.encode_frame` gives) -> wire bytes."""
-        parts = [self.send.encrypt(frame[:HEADER_SIZE])]
+        encrypt = self.send.encrypt
+        if len(frame) <= HEADER_SIZE + MAX_CHUNK_PLAINTEXT:  # every frame a pool sends
+            if len(frame) == HEADER_SIZE:
+                return encrypt(frame)
+            return encrypt(frame[:HEADER_SIZE]) + encrypt(frame[HEADER_SIZE:])
+        parts = [encrypt(frame[:HEADER_SIZE])]
         payload = memoryview(frame)[HEADER_SIZE:]
         for start in range(0, len(payload), MAX_CHUNK_PLAINTEXT):
-            parts.append(self.send.encrypt(bytes(payload[start : start + MAX_CHUNK_PLAINTEXT])))
+            parts.append(encrypt(bytes(payload[start : start + MAX_CHUNK_PLAINTEXT])))
         return b"".join(parts)
 
     def encrypt_message(self, message: Message) -> bytes:
         return self.encrypt_frame(message.encode_frame())
 
-    def feed(self, data: bytes) -> Iterator[tuple[FrameHeader, bytes]]:
-        """Frames completed by `data`, decrypted one by one as the caller iterates: every frame
-        before a bad one is delivered (a share, or a block, that came before garbage in the
-        same read is not lost), then DecryptionError or Sv2DecodeError (oversized length) is
-        raised; the connection is then unusable. `data` is buffered at once: frames the caller
-        does not iterate to stay buffered for the next call."""
+    def absorb(self, data: bytes) -> None:
+        """Received bytes, kept until `next_frame` reads them."""
         self._buffer += data
+
+    def buffered(self) -> int:
+        """Received bytes not yet read as frames."""
+        return len(self._buffer) - self._pos
+
+    def next_frame(self) -> tuple[FrameHeader, bytes] | None:
+        """The next whole frame, decrypted, or None until more bytes come. Raises
+        DecryptionError or Sv2DecodeError (oversized length): the connection is then
+        unusable (every frame before the bad one has been delivered)."""
+        buffer, pos, header = self._buffer, self._pos, self._header
+        if header is None:
+            end = pos + ENCRYPTED_HEADER_SIZE
+            if len(buffer) < end:
+                self._compact()
+                return None
+            header = FrameHeader.decode(self.recv.decrypt(buffer[pos:end]), self.max_payload)
+            self._header, self._pos = header, end
+            pos = end
+        length = header.msg_length
+        if 0 < length <= MAX_CHUNK_PLAINTEXT:
+            needed = length + MAC_SIZE
+        else:
+            needed = ciphertext_length(length)
+        end = pos + needed
+        if len(buffer) < end:
+            self._compact()
+            return None
+        if needed <= MAX_CHUNK_CIPHERTEXT:
+            payload = self.recv.decrypt(buffer[pos:end]) if needed else b""
+        else:
+            payload = self._decrypt_chunks(pos, end)
+        self._header, self._pos = None, end
+        return header, payload
+
+    def feed(self, data: bytes) -> Iterator[tuple[FrameHeader, bytes]]:
+        """`data` absorbed at once, then its frames decrypted one by one as the caller
+        iterates (frames the caller does not iterate to stay buffered for the next call)."""
+        self.absorb(data)
         return self._frames()
 
     def _frames(self) -> Iterator[tuple[FrameHeader, bytes]]:
-        while True:
-            if self._header is None:
-                if len(self._buffer) < ENCRYPTED_HEADER_SIZE:
-                    return
-                raw = self.recv.decrypt(bytes(self._buffer[:ENCRYPTED_HEADER_SIZE]))
-                del self._buffer[:ENCRYPTED_HEADER_SIZE]
-                self._header = FrameHeader.decode(raw, self.max_payload)
-            header = self._header
-            needed = ciphertext_length(header.msg_length)
-            if len(self._buffer) < needed:
-                return
-            payload = self._decrypt_payload(needed)
-            del self._buffer[:needed]
-            self._header = None
-            yield header, payload
+        while (frame := self.next_frame()) is not None:
+            yield frame
 
-    def _decrypt_payload(self, needed: int) -> bytes:
-        if needed <= MAX_CHUNK_CIPHERTEXT:
-            return self.recv.decrypt(bytes(self._buffer[:needed])) if needed else b""
+    def _compact(self) -> None:
+        if self._pos:
+            del self._buffer[: self._pos]
+            self._pos = 0
+
+    def _decrypt_chunks(self, start: int, end: int) -> bytes:
         chunks = []
-        for start in range(0, needed, MAX_CHUNK_CIPHERTEXT):
-            end = min(start + MAX_CHUNK_CIPHERTEXT, needed)
-            chunks.append(self.recv.decrypt(bytes(self._buffer[start:end])))
+        for pos in range(start, end, MAX_CHUNK_CIPHERTEXT):
+            chunk_end = min(pos + MAX_CHUNK_CIPHERTEXT, end)
+            chunks.append(self.recv.decrypt(self._buffer[pos:chunk_end]))
         return b"".join(chunks)

@@ -16,13 +16,13 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
 
 from ..config import StratumConfig, StratumV2Config
 from ..consensus.address import address_allowed
 from ..jobs import EXTRANONCE2_SIZE, TemplateError
-from ..listen import listen_streams
+from ..listen import listen, peer_host
 from ..logsafety import is_plain, miner_text
 from ..services import AddressRefused, PoolServices
 from ..shares import ERR_OTHER, Share, ShareError, share_of, share_target
@@ -30,7 +30,10 @@ from .certificate import ServerIdentity
 from .channel import Channel, MaxTargetOutOfRange, difficulty_for_hash_rate
 from .codec import (
     PROTOCOL_MINING,
+    SUBMIT_EXTENDED,
+    SUBMIT_STANDARD,
     CloseChannel,
+    FrameHeader,
     Message,
     NewExtendedMiningJob,
     NewMiningJob,
@@ -45,15 +48,15 @@ from .codec import (
     SetupConnection,
     SetupConnectionError,
     SetupConnectionSuccess,
-    SubmitSharesError,
-    SubmitSharesExtended,
-    SubmitSharesStandard,
-    SubmitSharesSuccess,
+    SubmitFields,
     Sv2DecodeError,
     UpdateChannel,
     UpdateChannelError,
     decode_message,
+    decode_submit,
     int_to_u256,
+    submit_error_frame,
+    submit_success_frame,
 )
 from .noise import ACT1_SIZE, NoiseSession, respond
 
@@ -64,9 +67,13 @@ log = logging.getLogger(__name__)
 SV2_VERSION = 2
 MAX_CHANNELS_PER_CONNECTION = 8
 TICK_SECONDS = 5.0  # how often quiet channels' difficulty is looked at
+MIN_TICK_SECONDS = 0.05
+MAX_WRITE_BUFFER = 1 << 20  # a miner that does not read is dropped, not buffered
+MAX_U64 = (1 << 64) - 1
 SPOOL_WAIT_SECONDS = 30.0  # at shutdown: how long found blocks get to be spooled
 CLOSE_WAIT_SECONDS = 2.0  # at shutdown: how long miners get to take their Reconnect
 NOT_ALLOWED = "address-not-allowed"
+SUBMIT_TYPES = (SUBMIT_STANDARD, SUBMIT_EXTENDED)
 
 
 class Sv2ProtocolError(Exception):
@@ -85,107 +92,232 @@ class ConnectionTable(Protocol):
     def release_extranonce1(self, extranonce1: bytes) -> None: ...
 
 
-def peer_of(writer: asyncio.StreamWriter) -> tuple[str, str]:
-    """(host, `host:port`) of a connection."""
-    peer = writer.get_extra_info("peername")
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return str(peer[0]), f"{peer[0]}:{peer[1]}"
-    return str(peer), str(peer)
+class Sv2Connection(asyncio.Protocol):
+    """One miner connection: handshake, setup, then frames until it closes. An asyncio
+    Protocol, as a V1 connection: what a read brings is handled in place, and its answers
+    leave in one write. A frame whose answer must wait (a channel's payout check, a found
+    block being spooled) stops reading until it is done; the frames after it wait their turn."""
 
-
-class Sv2Connection:
-    """One miner connection: handshake, setup, then messages until it closes."""
-
-    def __init__(
-        self, server: Sv2Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    def __init__(self, server: Sv2Server) -> None:
         self.server = server
-        self.reader = reader
-        self.writer = writer
-        self.host, self.peer = peer_of(writer)
-        self.connected_at = time.monotonic()
+        self.transport: asyncio.Transport | None = None
+        self.host = ""
+        self.connected_at = self.last_activity = self.last_tick = time.monotonic()
+        self.closed = False
+        self.admitted = False
         self.noise: NoiseSession | None = None
+        self._act1 = bytearray()  # the handshake's first message, until all 64 bytes are in
         self.setup: SetupConnection | None = None
         self.channels: dict[int, Channel] = {}
         self._channel_ids = itertools.count(1)
         self.opened = False  # a channel was opened: from then on the idle timeout applies
         self.spooling = 0  # found blocks being spooled before their SubmitShares.Success
+        self.busy = False  # a frame's answer is being waited for: reading is paused
         # While the frames of one read are handled, replies collect here and leave in one
-        # write (one system call per read, not per reply: most of an SV2 share's cost).
+        # write (one system call per read, not per reply), and accepted shares of a channel
+        # are answered by one SubmitShares.Success (channel_id -> [last sequence number,
+        # count, sum of difficulties]), as the spec allows and the firmware reads.
         self._pending: list[bytes] | None = None
+        self._acks: dict[int, list[int]] = {}
 
-    def send(self, message: Message) -> None:
-        assert self.noise is not None
-        frame = self.noise.encrypt_message(message)
-        if self._pending is not None:
-            self._pending.append(frame)
-        elif not self.writer.is_closing():
-            self.writer.write(frame)
+    @property
+    def peer(self) -> str:
+        """`ip:port`, asked from the transport when a log line wants it."""
+        transport = self.transport
+        try:
+            peername = transport.get_extra_info("peername") if transport is not None else None
+        except Exception:  # a closed transport
+            peername = None
+        if isinstance(peername, tuple) and len(peername) >= 2:
+            return f"{self.host}:{peername[1]}"
+        return self.host
 
-    async def handle_read(self, data: bytes) -> None:
-        """Every frame in `data`, replies written once at the end (also when a bad frame ends
-        the connection: the answers to the frames before it still go out)."""
-        assert self.noise is not None
+    # asyncio.Protocol ---------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        server = self.server
+        self.host = peer_host(transport.get_extra_info("peername"))
+        if server.closing or (server.table is not None and not server.table.admit_other(self.host)):
+            self.closed = True
+            transport.close()  # over a limit: refused before any handshake
+            return
+        self.admitted = True
+        server.connections.add(self)
+        assert self.transport is not None
+        self.transport.set_write_buffer_limits(high=MAX_WRITE_BUFFER)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.last_activity = time.monotonic()
+        if self.noise is None:
+            data = self._handshake(data)
+            if self.noise is None:
+                return
+        self.noise.absorb(data)
+        if not self.busy:
+            self._process()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.release_channels()
+        if self.admitted:
+            self.admitted = False
+            self.server.connections.discard(self)
+            if self.server.table is not None:
+                self.server.table.leave_other(self.host)
+
+    def pause_writing(self) -> None:
+        """More than MAX_WRITE_BUFFER bytes queued: the miner is not reading. Drop it."""
+        if self.closed:
+            return
+        log.info("%s: SV2 miner not reading its messages; dropping", self.peer)
+        self.closed = True
+        transport = self.transport
+        if transport is not None:
+            # Not from inside the transport's own write(): abort on the next loop iteration.
+            asyncio.get_running_loop().call_soon(transport.abort)
+
+    def resume_writing(self) -> None:
+        pass
+
+    # reading ------------------------------------------------------------------------------------
+
+    def _handshake(self, data: bytes) -> bytes:
+        """The initiator's 64 bytes -> the reply; what came after them is returned."""
+        need = ACT1_SIZE - len(self._act1)
+        self._act1 += data[:need]
+        if len(self._act1) < ACT1_SIZE:
+            return b""
+        identity = self.server.identity
+        reply, self.noise = respond(bytes(self._act1), identity.static_secret,
+                                    identity.certificate)  # fmt: skip
+        self._act1 = bytearray()
+        self.write(reply)
+        return data[need:]
+
+    def _process(self) -> None:
+        """The frames buffered so far, in order, until one must wait; then one write."""
+        noise = self.noise
+        assert noise is not None
         pending: list[bytes] = []
         self._pending = pending
         try:
-            for header, payload in self.noise.feed(data):
-                await self.handle(decode_message(header, payload))
-        finally:
-            self._pending = None
-            if pending and not self.writer.is_closing():
-                self.writer.write(b"".join(pending))
-
-    def read_timeout(self) -> float:
-        """Until a channel opens, what is left of the handshake timeout; then the idle one."""
-        cfg = self.server.stratum_config
-        if self.opened:
-            return cfg.idle_timeout_seconds
-        return self.connected_at + cfg.handshake_timeout_seconds - time.monotonic()
-
-    async def run(self) -> None:
-        try:
-            act1 = await asyncio.wait_for(self.reader.readexactly(ACT1_SIZE), self.read_timeout())
-            identity = self.server.identity
-            reply, self.noise = respond(act1, identity.static_secret, identity.certificate)
-            self.writer.write(reply)
-            while True:
-                data = await asyncio.wait_for(self.reader.read(65536), self.read_timeout())
-                if not data:
-                    return
-                await self.handle_read(data)
-                await self.writer.drain()
+            while not self.closed:
+                frame = noise.next_frame()
+                if frame is None:
+                    break
+                waiting = self.handle_frame(*frame)
+                if waiting is not None:
+                    self._wait(waiting)
+                    break
         except (Sv2DecodeError, Sv2ProtocolError) as exc:
             log.info("%s: SV2 connection closed: %s", self.peer, miner_text(str(exc)))
-        except TimeoutError:
-            self.server.timed_out += 1
-            log.debug("%s: SV2 connection timed out", self.peer)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
             self.close()
+        except Exception:  # a bug here must cost this connection only
+            log.exception("%s: SV2 frame failed; closing", self.peer)
+            self.close()
+        finally:
+            self._flush(pending)
+
+    def _wait(self, waiting: Coroutine[Any, Any, None]) -> None:
+        self.busy = True
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.pause_reading()
+        task = asyncio.ensure_future(waiting)
+        self.server.tasks.add(task)
+        task.add_done_callback(self._resume)
+
+    def _resume(self, task: asyncio.Future[None]) -> None:
+        self.server.tasks.discard(task)
+        self.busy = False
+        if self.closed or task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            if isinstance(exc, Sv2DecodeError | Sv2ProtocolError):
+                log.info("%s: SV2 connection closed: %s", self.peer, miner_text(str(exc)))
+            else:
+                log.error("%s: SV2 request failed: %r", self.peer, exc)
+            self.close()
+            return
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
+        self._process()
+
+    def handle_frame(self, header: FrameHeader, payload: bytes) -> Coroutine[Any, Any, None] | None:
+        """One frame; a coroutine when its answer must wait."""
+        if header.msg_type in SUBMIT_TYPES and self.setup is not None:
+            return self.on_submit(decode_submit(header, payload))
+        return self.handle(decode_message(header, payload))
+
+    # writing ------------------------------------------------------------------------------------
+
+    def send(self, message: Message) -> None:
+        self.send_frame(message.encode_frame())
+
+    def send_frame(self, frame: bytes) -> None:
+        """A plaintext frame, encrypted (after the acknowledgements it must follow)."""
+        assert self.noise is not None
+        if self._acks:
+            self._send_acks()
+        self.write(self.noise.encrypt_frame(frame))
+
+    def write(self, data: bytes) -> None:
+        if self._pending is not None:
+            self._pending.append(data)
+            return
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+
+    def _send_acks(self) -> None:
+        acks, self._acks = self._acks, {}
+        assert self.noise is not None
+        for channel_id, (last, count, total) in acks.items():
+            frame = submit_success_frame(channel_id, last, count, min(total, MAX_U64))
+            self.write(self.noise.encrypt_frame(frame))
+
+    def _flush(self, pending: list[bytes]) -> None:
+        if self._acks:
+            self._send_acks()
+        self._pending = None
+        if pending:
+            data = b"".join(pending)
+            pending.clear()  # (close() may have flushed it already)
+            self.write(data)
 
     def close(self) -> None:
+        """Close the connection after what is already written."""
+        if self._pending is not None:
+            self._flush(self._pending)
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def release_channels(self) -> None:
         for channel in self.channels.values():
             self.server.release(channel)
         self.channels.clear()
-        self.writer.close()
 
-    async def handle(self, message: Message) -> None:
+    def handle(self, message: Message) -> Coroutine[Any, Any, None] | None:
+        """Every message but shares (`handle_frame` takes those once set up)."""
         if isinstance(message, SetupConnection):
             self.on_setup(message)
         elif self.setup is None:
             raise Sv2ProtocolError(f"{type(message).__name__} before SetupConnection")
-        elif isinstance(message, SubmitSharesStandard | SubmitSharesExtended):
-            await self.on_submit(message)
         elif isinstance(message, OpenStandardMiningChannel | OpenExtendedMiningChannel):
-            await self.on_open(message)
+            return self.on_open(message)
         elif isinstance(message, UpdateChannel):
             self.on_update(message)
         elif isinstance(message, CloseChannel):
             self.on_close_channel(message)
         else:
             log.debug("%s: ignoring SV2 %s", self.peer, type(message).__name__)
+        return None
 
     def on_setup(self, message: SetupConnection) -> None:
         if self.setup is not None:
@@ -228,9 +360,7 @@ class Sv2Connection:
             log.info("%s: SV2 channel refused for %r: %s", self.peer, miner_text(address), exc)
             return "unknown-user"
 
-    async def on_open(
-        self, message: OpenStandardMiningChannel | OpenExtendedMiningChannel
-    ) -> None:
+    async def on_open(self, message: OpenStandardMiningChannel | OpenExtendedMiningChannel) -> None:
         username = message.user_identity
         address = username.partition(".")[0]
         payout_script = await self.open_refusal(message, address)
@@ -349,63 +479,86 @@ class Sv2Connection:
         self.send(CloseChannel(channel.channel_id, reason))
         self.server.release(channel)
         if not self.channels:
-            self.writer.close()
+            self.close()
 
-    async def on_submit(self, message: SubmitSharesStandard | SubmitSharesExtended) -> None:
-        channel = self.channels.get(message.channel_id)
+    def on_submit(self, submit: SubmitFields) -> Coroutine[Any, Any, None] | None:
+        """Judge a share and answer it; a found block is answered once it is spooled (the
+        coroutine returned)."""
+        channel = self.channels.get(submit.channel_id)
         if channel is None:
-            self.send(SubmitSharesError(message.channel_id, message.sequence_number,
-                                        "invalid-channel-id"))
-            return
+            self.send_frame(submit_error_frame(
+                submit.channel_id, submit.sequence_number, "invalid-channel-id"
+            ))  # fmt: skip
+            return None
         sink = self.server.services
-        judged = self.judge(channel, message)
+        judged = self.judge(channel, submit)
         if isinstance(judged, str):
             sink.share_rejected(channel, ERR_OTHER, judged)
-            self.send(SubmitSharesError(channel.channel_id, message.sequence_number, judged))
-            return
+            self.send_frame(submit_error_frame(channel.channel_id, submit.sequence_number, judged))
+            return None
         share, difficulty = judged
         channel.accepted += 1
         sink.share_accepted(channel, share, difficulty)
         if share.is_block:
             pending = sink.block_found(channel, share)
             if pending is not None:
-                self.spooling += 1
-                try:
-                    await pending  # spooled before the miner hears of it
-                finally:
-                    self.spooling -= 1
-        # new_shares_sum: the difficulty the share was judged at (a U64: at least 1)
-        self.send(SubmitSharesSuccess(
-            channel.channel_id, message.sequence_number, 1, max(1, round(difficulty))
-        ))  # fmt: skip
+                return self._answer_block(pending, channel, submit.sequence_number, difficulty)
+        self._accepted(channel, submit.sequence_number, difficulty)
+        return None
+
+    async def _answer_block(
+        self, pending: Awaitable[Any], channel: Channel, sequence_number: int, difficulty: float
+    ) -> None:
+        self.spooling += 1
+        try:
+            await pending  # spooled before the miner hears of it
+        finally:
+            self.spooling -= 1
+        self._accepted(channel, sequence_number, difficulty)
+
+    def _accepted(self, channel: Channel, sequence_number: int, difficulty: float) -> None:
+        """SubmitShares.Success (gathered per read: see _acks), then vardiff."""
+        # new_shares_sum: the difficulties the shares were judged at (a U64: at least 1 each)
+        shares_sum = max(1, round(difficulty))
+        if self._pending is None:
+            self.send_frame(submit_success_frame(
+                channel.channel_id, sequence_number, 1, min(shares_sum, MAX_U64)
+            ))  # fmt: skip
+        else:
+            ack = self._acks.get(channel.channel_id)
+            if ack is None:
+                self._acks[channel.channel_id] = [sequence_number, 1, shares_sum]
+            else:
+                ack[0] = sequence_number
+                ack[1] += 1
+                ack[2] += shares_sum
         new = channel.vardiff.on_share(
             difficulty, channel.difficulty, time.monotonic(), self.network_difficulty()
         )
         if new is not None and not channel.closed:
             self.set_difficulty(channel, channel.clamp(new, self.network_difficulty()))
 
-    def judge(
-        self, channel: Channel, message: SubmitSharesStandard | SubmitSharesExtended
-    ) -> tuple[Share, float] | str:
+    def judge(self, channel: Channel, submit: SubmitFields) -> tuple[Share, float] | str:
         """The share and the difficulty it was judged at, or the spec's error code."""
-        sent = channel.jobs.get(message.job_id)
+        sent = channel.jobs.get(submit.job_id)
         if sent is None or self.server.services.jobs.get(sent[0].job_id) is not sent[0]:
             return "stale-share"
         job, job_difficulty = sent
-        extranonce2 = channel.extranonce2
-        if isinstance(message, SubmitSharesExtended) != channel.extended:
+        extranonce2 = submit.extranonce
+        if (extranonce2 is not None) != channel.extended:
             return "invalid-channel-id"
-        if isinstance(message, SubmitSharesExtended):
-            if len(message.extranonce) != EXTRANONCE2_SIZE:
-                return "invalid-extranonce-size"
-            extranonce2 = message.extranonce
+        if extranonce2 is None:
+            extranonce2 = channel.extranonce2
+        elif len(extranonce2) != EXTRANONCE2_SIZE:
+            return "invalid-extranonce-size"
         mask = self.server.stratum_config.version_rolling_mask
-        if (message.version ^ job.version) & ~mask:
+        version = submit.version
+        if (version ^ job.version) & ~mask:
             return "invalid-version"
         try:
             share = share_of(
-                job, channel.extranonce1, extranonce2, message.ntime, message.nonce,
-                message.version & mask, mask, time.time(), channel.roots,
+                job, channel.extranonce1, extranonce2, submit.ntime, submit.nonce,
+                version & mask, mask, time.time(), channel.roots,
             )  # fmt: skip
         except ShareError as exc:
             return exc.message[:255]
@@ -416,7 +569,7 @@ class Sv2Connection:
             return "difficulty-too-low"
         # keyed by the pool's job, not the job_id: a job re-sent under a new id (SetTarget)
         # has the same headers
-        key = (job.job_id, extranonce2, message.nonce, message.ntime, message.version)
+        key = (job.job_id, extranonce2, submit.nonce, submit.ntime, version)
         if not channel.first_share(key):
             return "duplicate-share"
         return share, difficulty
@@ -468,10 +621,10 @@ class Sv2Server:
         self.table = connections
         self.connections: set[Sv2Connection] = set()
         self.timed_out = 0  # connections closed by the handshake or idle timeout, since start
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.tasks: set[asyncio.Future[None]] = set()  # answers waiting (payout checks, blocks)
         self._server: asyncio.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
-        self._closing = False
+        self.closing = False
         self._job_ids = itertools.count(1)
 
     @property
@@ -488,24 +641,10 @@ class Sv2Server:
 
     async def start(self) -> None:
         host = self.config.host or self.stratum_config.host
-        self._server = await listen_streams(
-            self._accept, host, self.config.port, self.reuse_port
+        self._server = await listen(
+            lambda: Sv2Connection(self), host, self.config.port, None, reuse_port=self.reuse_port
         )
         self._ticker = asyncio.create_task(self._tick_loop())
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        host = peer_of(writer)[0]
-        if self._closing or (self.table is not None and not self.table.admit_other(host)):
-            writer.close()  # over a limit: refused before any handshake
-            return
-        connection = Sv2Connection(self, reader, writer)
-        self.connections.add(connection)
-        try:
-            await connection.run()
-        finally:
-            self.connections.discard(connection)
-            if self.table is not None:
-                self.table.leave_other(host)
 
     def new_extranonce1(self) -> bytes:
         """A channel's extranonce1, from the V1 table when there is one (so no V1 session
@@ -553,21 +692,46 @@ class Sv2Server:
                 log.exception("%s: could not apply the new config", connection.peer)
         return closed
 
+    def tick_seconds(self) -> float:
+        """The sweep's period: TICK_SECONDS, shorter when a timeout is shorter."""
+        cfg = self.stratum_config
+        shortest = min(cfg.handshake_timeout_seconds, cfg.idle_timeout_seconds) / 4
+        return max(MIN_TICK_SECONDS, min(TICK_SECONDS, shortest))
+
+    def sweep(self, now: float) -> None:
+        """Timeouts (no channel within the handshake timeout, nothing received within the
+        idle one), then quiet channels' difficulty."""
+        cfg = self.stratum_config
+        handshake_deadline = now - cfg.handshake_timeout_seconds
+        idle_deadline = now - cfg.idle_timeout_seconds
+        for connection in list(self.connections):
+            if connection.closed:
+                continue
+            try:
+                if connection.opened:
+                    timed_out = connection.last_activity < idle_deadline
+                else:
+                    timed_out = connection.connected_at < handshake_deadline
+                if timed_out:
+                    self.timed_out += 1
+                    log.debug("%s: SV2 connection timed out", connection.peer)
+                    connection.close()
+                elif now - connection.last_tick >= TICK_SECONDS:
+                    connection.last_tick = now
+                    connection.tick(now)
+            except Exception:  # one bad connection must not stop the others' sweep
+                log.exception("%s: SV2 tick failed", connection.peer)
+
     async def _tick_loop(self) -> None:
         while True:
-            await asyncio.sleep(TICK_SECONDS)
-            now = time.monotonic()
-            for connection in list(self.connections):
-                try:
-                    connection.tick(now)
-                except Exception:  # one bad connection must not stop the others' ticks
-                    log.exception("%s: SV2 tick failed", connection.peer)
+            await asyncio.sleep(self.tick_seconds())
+            self.sweep(time.monotonic())
 
     async def close(self) -> None:
         """Stop accepting, let found blocks finish spooling (their miners hear
         SubmitShares.Success), then send every miner Reconnect to this same pool (empty host,
         port 0) and close it. Safe to call twice."""
-        self._closing = True
+        self.closing = True
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
@@ -578,7 +742,7 @@ class Sv2Server:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0)  # the spooled shares' Success messages go out first
         for connection in list(self.connections):
-            if connection.noise is not None:
+            if connection.noise is not None and not connection.closed:
                 connection.send(Reconnect("", 0))
             connection.close()
         deadline = time.monotonic() + CLOSE_WAIT_SECONDS
