@@ -22,6 +22,7 @@ from .codec import u256_to_int
 
 JOBS_PER_CHANNEL = 16  # jobs a channel may still submit to (same previous block)
 MAX_SEEN_SHARES = 50_000
+STANDARD_EXTRANONCE2 = bytes(EXTRANONCE2_SIZE)  # a standard channel mines headers only
 
 
 class MaxTargetOutOfRange(ValueError):
@@ -70,7 +71,8 @@ class Channel:
         self.address: str | None = address
         self.worker = username  # ADDRESS.worker, as a V1 session: stats and blocks key by it
         self.payout_script = payout_script
-        self._extranonce1 = extranonce1
+        self.extranonce1 = extranonce1
+        self.extranonce2 = STANDARD_EXTRANONCE2  # an extended channel's miner sends its own
         self.vardiff = VarDiff(
             cfg.share_interval_seconds, cfg.min_difficulty, cfg.max_difficulty, now
         )
@@ -86,14 +88,6 @@ class Channel:
         self.seen: set[tuple[str, bytes, int, int, int]] = set()
         self.roots = RootCache()  # its last merkle root: shares reuse it (one per job on a
         # standard channel, one per extranonce an extended channel rolls)
-
-    @property
-    def extranonce1(self) -> bytes:
-        return self._extranonce1
-
-    @property
-    def extranonce2(self) -> bytes:
-        return b"\0" * EXTRANONCE2_SIZE  # a standard channel mines headers only
 
     @property
     def target(self) -> int:

@@ -265,7 +265,7 @@ def int_to_u256(value: int) -> bytes:
 # --- frame header -------------------------------------------------------------------------------
 
 
-_HEADER = struct.Struct("<HBHB")
+HEADER_LAYOUT = struct.Struct("<HBHB")  # extension_type, msg_type, msg_length (U24: low, high)
 
 
 class FrameHeader(NamedTuple):
@@ -282,7 +282,7 @@ class FrameHeader(NamedTuple):
     def encode(self) -> bytes:
         if not 0 <= self.msg_length <= MAX_U24:
             raise ValueError(f"msg_length out of range: {self.msg_length}")
-        return _HEADER.pack(
+        return HEADER_LAYOUT.pack(
             self.extension_type, self.msg_type, self.msg_length & 0xFFFF, self.msg_length >> 16
         )
 
@@ -291,7 +291,7 @@ class FrameHeader(NamedTuple):
         """The header, refusing a payload longer than `max_payload` before anything reads it."""
         if len(data) != HEADER_SIZE:
             raise Sv2DecodeError(f"frame header must be {HEADER_SIZE} bytes, got {len(data)}")
-        ext, msg_type, low, high = _HEADER.unpack(data)
+        ext, msg_type, low, high = HEADER_LAYOUT.unpack(data)
         length = low | high << 16
         if length > max_payload:
             raise Sv2DecodeError(
@@ -600,6 +600,7 @@ SUBMIT_STANDARD = SubmitSharesStandard.MSG_TYPE
 SUBMIT_EXTENDED = SubmitSharesExtended.MSG_TYPE
 _SUBMIT_FIELDS = struct.Struct("<IIIIII")  # channel_id .. version, both submit messages
 _SUBMIT_EXTENDED_FIXED = _SUBMIT_FIELDS.size + 1  # .. and the extranonce's length byte
+_new_tuple = tuple.__new__  # a NamedTuple without its Python-level __new__
 
 
 class SubmitFields(NamedTuple):
@@ -616,19 +617,20 @@ class SubmitFields(NamedTuple):
 
 def decode_submit(header: FrameHeader, payload: bytes) -> SubmitFields:
     """The fields of a frame whose msg_type is SUBMIT_STANDARD or SUBMIT_EXTENDED."""
-    cls = _message_class(header, payload)
-    if cls is SubmitSharesStandard:
-        if len(payload) != _SUBMIT_FIELDS.size:
-            cls.decode_payload(payload)  # raises the decoder's own error
-        return SubmitFields._make((*_SUBMIT_FIELDS.unpack(payload), None))
-    if cls is not SubmitSharesExtended:
-        raise ValueError(f"{cls.__name__} is not a share submission")
-    size = len(payload) - _SUBMIT_EXTENDED_FIXED
-    if size < 0 or payload[_SUBMIT_EXTENDED_FIXED - 1] != size or size > B0_32.limit:
-        cls.decode_payload(payload)  # raises the decoder's own error
-    return SubmitFields._make(
-        (*_SUBMIT_FIELDS.unpack_from(payload), payload[_SUBMIT_EXTENDED_FIXED:])
-    )
+    ext, msg_type, length = header
+    if not ext & ~CHANNEL_MSG_BIT and length == len(payload):
+        if msg_type == SUBMIT_STANDARD:
+            if length == _SUBMIT_FIELDS.size:
+                return _new_tuple(SubmitFields, (*_SUBMIT_FIELDS.unpack(payload), None))
+        elif msg_type == SUBMIT_EXTENDED:
+            size = length - _SUBMIT_EXTENDED_FIXED
+            if 0 <= size <= B0_32.limit and payload[_SUBMIT_EXTENDED_FIXED - 1] == size:
+                fields = _SUBMIT_FIELDS.unpack_from(payload)
+                return _new_tuple(SubmitFields, (*fields, payload[_SUBMIT_EXTENDED_FIXED:]))
+        else:
+            raise ValueError(f"message type 0x{msg_type:02x} is not a share submission")
+    decode_message(header, payload)  # something is wrong: raises the decoder's own error
+    raise AssertionError("decode_message took a submit decode_submit refused")
 
 
 def _success_frame_layout() -> struct.Struct:

@@ -33,7 +33,6 @@ from .codec import (
     SUBMIT_EXTENDED,
     SUBMIT_STANDARD,
     CloseChannel,
-    FrameHeader,
     Message,
     NewExtendedMiningJob,
     NewMiningJob,
@@ -100,6 +99,7 @@ class Sv2Connection(asyncio.Protocol):
 
     def __init__(self, server: Sv2Server) -> None:
         self.server = server
+        self.services = server.services
         self.transport: asyncio.Transport | None = None
         self.host = ""
         self.connected_at = self.last_activity = self.last_tick = time.monotonic()
@@ -208,7 +208,11 @@ class Sv2Connection(asyncio.Protocol):
                 frame = noise.next_frame()
                 if frame is None:
                     break
-                waiting = self.handle_frame(*frame)
+                header, payload = frame
+                if header[1] in SUBMIT_TYPES and self.setup is not None:
+                    waiting = self.on_submit(decode_submit(header, payload))
+                else:
+                    waiting = self.handle(decode_message(header, payload))
                 if waiting is not None:
                     self._wait(waiting)
                     break
@@ -248,47 +252,43 @@ class Sv2Connection(asyncio.Protocol):
             transport.resume_reading()
         self._process()
 
-    def handle_frame(self, header: FrameHeader, payload: bytes) -> Coroutine[Any, Any, None] | None:
-        """One frame; a coroutine when its answer must wait."""
-        if header.msg_type in SUBMIT_TYPES and self.setup is not None:
-            return self.on_submit(decode_submit(header, payload))
-        return self.handle(decode_message(header, payload))
-
     # writing ------------------------------------------------------------------------------------
 
     def send(self, message: Message) -> None:
         self.send_frame(message.encode_frame())
 
     def send_frame(self, frame: bytes) -> None:
-        """A plaintext frame, encrypted (after the acknowledgements it must follow)."""
+        """A plaintext frame, to be encrypted and sent (after the acknowledgements it must
+        follow); while a read is handled, with its other answers, in one write."""
         assert self.noise is not None
         if self._acks:
             self._send_acks()
-        self.write(self.noise.encrypt_frame(frame))
+        if self._pending is not None:
+            self._pending.append(frame)
+        else:
+            self.write(self.noise.encrypt_frame(frame))
 
     def write(self, data: bytes) -> None:
-        if self._pending is not None:
-            self._pending.append(data)
-            return
+        """Bytes on the wire, as they are (the handshake's, and encrypted frames)."""
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.write(data)
 
     def _send_acks(self) -> None:
         acks, self._acks = self._acks, {}
-        assert self.noise is not None
         for channel_id, (last, count, total) in acks.items():
-            frame = submit_success_frame(channel_id, last, count, min(total, MAX_U64))
-            self.write(self.noise.encrypt_frame(frame))
+            self.send_frame(submit_success_frame(channel_id, last, count, min(total, MAX_U64)))
 
     def _flush(self, pending: list[bytes]) -> None:
+        """The answers gathered while a read was handled, encrypted and written at once."""
         if self._acks:
             self._send_acks()
         self._pending = None
         if pending:
-            data = b"".join(pending)
+            frames = pending[:]
             pending.clear()  # (close() may have flushed it already)
-            self.write(data)
+            assert self.noise is not None
+            self.write(self.noise.encrypt_frames(frames))
 
     def close(self) -> None:
         """Close the connection after what is already written."""
@@ -490,7 +490,7 @@ class Sv2Connection(asyncio.Protocol):
                 submit.channel_id, submit.sequence_number, "invalid-channel-id"
             ))  # fmt: skip
             return None
-        sink = self.server.services
+        sink = self.services
         judged = self.judge(channel, submit)
         if isinstance(judged, str):
             sink.share_rejected(channel, ERR_OTHER, judged)
@@ -540,8 +540,9 @@ class Sv2Connection(asyncio.Protocol):
 
     def judge(self, channel: Channel, submit: SubmitFields) -> tuple[Share, float] | str:
         """The share and the difficulty it was judged at, or the spec's error code."""
+        services = self.services
         sent = channel.jobs.get(submit.job_id)
-        if sent is None or self.server.services.jobs.get(sent[0].job_id) is not sent[0]:
+        if sent is None or services.jobs.get(sent[0].job_id) is not sent[0]:
             return "stale-share"
         job, job_difficulty = sent
         extranonce2 = submit.extranonce
@@ -551,7 +552,7 @@ class Sv2Connection(asyncio.Protocol):
             extranonce2 = channel.extranonce2
         elif len(extranonce2) != EXTRANONCE2_SIZE:
             return "invalid-extranonce-size"
-        mask = self.server.stratum_config.version_rolling_mask
+        mask = services.config.version_rolling_mask
         version = submit.version
         if (version ^ job.version) & ~mask:
             return "invalid-version"
@@ -563,9 +564,11 @@ class Sv2Connection(asyncio.Protocol):
         except ShareError as exc:
             return exc.message[:255]
         difficulty = channel.judging_difficulty(job_difficulty)
-        if share.hash_int > share_target(difficulty) and not share.is_block:
-            # (firmware compares difficulties in floating point: a share on the edge of the
-            # target may come in just above it, and a block is never refused)
+        hash_int = share.hash_int
+        if hash_int > share_target(difficulty) and hash_int > job.template.target:
+            # (not a block either: Share.is_block. Firmware compares difficulties in floating
+            # point: a share on the edge of the target may come in just above it, and a block
+            # is never refused)
             return "difficulty-too-low"
         # keyed by the pool's job, not the job_id: a job re-sent under a new id (SetTarget)
         # has the same headers
