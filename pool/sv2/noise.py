@@ -323,48 +323,76 @@ class NoiseSession:
     def next_frame(self) -> tuple[FrameHeader, bytes] | None:
         """The next whole frame, decrypted, or None until more bytes come. Raises
         DecryptionError or Sv2DecodeError (oversized length): the connection is then
-        unusable (every frame before the bad one has been delivered).
+        unusable."""
+        frames, error = self.read_frames(1)
+        if error is not None:
+            raise error
+        return frames[0] if frames else None
 
-        The pool's hot path (two decryptions per share): the header is read and the
-        decryptions done here rather than through CipherState.decrypt."""
+    def read_frames(
+        self, limit: int = 1 << 30
+    ) -> tuple[list[tuple[FrameHeader, bytes]], Sv2DecodeError | None]:
+        """The whole frames buffered (up to `limit`), decrypted, and the error that stopped
+        the reading if one did (DecryptionError, or Sv2DecodeError for an oversized length):
+        every frame before a bad one is delivered (a share, or a block, that came before
+        garbage in the same read is not lost); after an error the connection is unusable.
+
+        The pool's hot path (two decryptions per share): one call per read, the headers
+        read and the decryptions done here rather than through CipherState.decrypt."""
+        frames: list[tuple[FrameHeader, bytes]] = []
         buffer, pos, header = self._buffer, self._pos, self._header
         recv = self.recv
-        if recv.nonce >= _NONCE_LIMIT - 1:
-            raise DecryptionError("Noise nonce exhausted: the connection must be reopened")
         open_ = recv.aead.decrypt
+        available = len(buffer)
         try:
-            if header is None:
-                end = pos + ENCRYPTED_HEADER_SIZE
-                if len(buffer) < end:
-                    self._compact()
-                    return None
-                raw = open_(_NONCE(recv.nonce), buffer[pos:end], None)
-                recv.nonce += 1
-                ext, msg_type, low, high = HEADER_LAYOUT.unpack(raw)
-                length = low | high << 16
-                if length > self.max_payload:
-                    raise Sv2DecodeError(f"frame payload of {length} bytes exceeds the "
-                                         f"{self.max_payload}-byte limit")  # fmt: skip
-                header = self._header = _new_tuple(FrameHeader, (ext, msg_type, length))
-                pos = self._pos = end
-            length = header[2]
-            if 0 < length <= MAX_CHUNK_PLAINTEXT:
-                end = pos + length + MAC_SIZE
-                if len(buffer) < end:
-                    self._compact()
-                    return None
-                payload = open_(_NONCE(recv.nonce), buffer[pos:end], None)
-                recv.nonce += 1
-            else:
-                end = pos + ciphertext_length(length)
-                if len(buffer) < end:
-                    self._compact()
-                    return None
-                payload = self._decrypt_chunks(pos, end) if length else b""
+            while len(frames) < limit:
+                if recv.nonce >= _NONCE_LIMIT - 1:
+                    raise DecryptionError("Noise nonce exhausted: the connection must be reopened")
+                if header is None:
+                    end = pos + ENCRYPTED_HEADER_SIZE
+                    if available < end:
+                        break
+                    raw = open_(_NONCE(recv.nonce), buffer[pos:end], None)
+                    recv.nonce += 1
+                    pos = end
+                    ext, msg_type, low, high = HEADER_LAYOUT.unpack(raw)
+                    length = low | high << 16
+                    if length > self.max_payload:
+                        raise Sv2DecodeError(f"frame payload of {length} bytes exceeds the "
+                                             f"{self.max_payload}-byte limit")  # fmt: skip
+                    header = _new_tuple(FrameHeader, (ext, msg_type, length))
+                length = header[2]
+                if 0 < length <= MAX_CHUNK_PLAINTEXT:
+                    end = pos + length + MAC_SIZE
+                    if available < end:
+                        break
+                    payload = open_(_NONCE(recv.nonce), buffer[pos:end], None)
+                    recv.nonce += 1
+                else:
+                    end = pos + ciphertext_length(length)
+                    if available < end:
+                        break
+                    payload = self._decrypt_chunks(pos, end) if length else b""
+                frames.append((header, payload))
+                header, pos = None, end
         except InvalidTag:  # (the nonce is not used up, as Noise says)
-            raise DecryptionError("decryption failed (bad tag)") from None
-        self._header, self._pos = None, end
-        return header, payload
+            return self._stop(frames, pos, header, DecryptionError("decryption failed (bad tag)"))
+        except Sv2DecodeError as exc:
+            return self._stop(frames, pos, header, exc)
+        return self._stop(frames, pos, header, None)
+
+    def _stop(
+        self, frames: list[tuple[FrameHeader, bytes]], pos: int, header: FrameHeader | None,
+        error: Sv2DecodeError | None,
+    ) -> tuple[list[tuple[FrameHeader, bytes]], Sv2DecodeError | None]:  # fmt: skip
+        self._pos, self._header = pos, header
+        if pos and pos == len(self._buffer):
+            self._buffer.clear()
+            self._pos = 0
+        elif pos > 4096:  # a partial frame left after many: drop what was read
+            del self._buffer[:pos]
+            self._pos = 0
+        return frames, error
 
     def feed(self, data: bytes) -> Iterator[tuple[FrameHeader, bytes]]:
         """`data` absorbed at once, then its frames decrypted one by one as the caller
@@ -375,11 +403,6 @@ class NoiseSession:
     def _frames(self) -> Iterator[tuple[FrameHeader, bytes]]:
         while (frame := self.next_frame()) is not None:
             yield frame
-
-    def _compact(self) -> None:
-        if self._pos:
-            del self._buffer[: self._pos]
-            self._pos = 0
 
     def _decrypt_chunks(self, start: int, end: int) -> bytes:
         chunks = []

@@ -33,6 +33,7 @@ from .codec import (
     SUBMIT_EXTENDED,
     SUBMIT_STANDARD,
     CloseChannel,
+    FrameHeader,
     Message,
     NewExtendedMiningJob,
     NewMiningJob,
@@ -113,6 +114,9 @@ class Sv2Connection(asyncio.Protocol):
         self.opened = False  # a channel was opened: from then on the idle timeout applies
         self.spooling = 0  # found blocks being spooled before their SubmitShares.Success
         self.busy = False  # a frame's answer is being waited for: reading is paused
+        # Frames already read behind the one being waited for, and the error that ended
+        # that read, if any.
+        self._queued: tuple[list[tuple[FrameHeader, bytes]], Sv2DecodeError | None] | None = None
         # While the frames of one read are handled, replies collect here and leave in one
         # write (one system call per read, not per reply), and accepted shares of a channel
         # are answered by one SubmitShares.Success (channel_id -> [last sequence number,
@@ -198,23 +202,30 @@ class Sv2Connection(asyncio.Protocol):
         return data[need:]
 
     def _process(self) -> None:
-        """The frames buffered so far, in order, until one must wait; then one write."""
+        """The frames buffered so far, in order, until one must wait (the rest are kept for
+        `_resume`); their answers in one write."""
         noise = self.noise
         assert noise is not None
         pending: list[bytes] = []
         self._pending = pending
         try:
-            while not self.closed:
-                frame = noise.next_frame()
-                if frame is None:
-                    break
-                header, payload = frame
-                if header[1] in SUBMIT_TYPES and self.setup is not None:
-                    waiting = self.on_submit(decode_submit(header, payload))
-                else:
-                    waiting = self.handle(decode_message(header, payload))
-                if waiting is not None:
-                    self._wait(waiting)
+            while True:
+                queued, self._queued = self._queued, None
+                frames, error = queued or noise.read_frames()
+                for index, (header, payload) in enumerate(frames):
+                    if self.closed:
+                        return
+                    if header[1] in SUBMIT_TYPES and self.setup is not None:
+                        waiting = self.on_submit(decode_submit(header, payload))
+                    else:
+                        waiting = self.handle(decode_message(header, payload))
+                    if waiting is not None:
+                        self._queued = (frames[index + 1 :], error)
+                        self._wait(waiting)
+                        return
+                if error is not None:
+                    raise error
+                if queued is None:  # (after queued frames: what came while they waited)
                     break
         except (Sv2DecodeError, Sv2ProtocolError) as exc:
             log.info("%s: SV2 connection closed: %s", self.peer, miner_text(str(exc)))
