@@ -101,11 +101,6 @@ class Channel:
         while len(self.jobs) > JOBS_PER_CHANNEL:
             self.jobs.popitem(last=False)
 
-    def judging_difficulty(self, job_difficulty: float) -> float:
-        """A share on a job sent at `job_difficulty`: judged there, or lower if the channel's
-        difficulty has come down since."""
-        return min(job_difficulty, self.difficulty)
-
     def first_share(self, key: tuple[str, bytes, int, int, int]) -> bool:
         """False for a share already taken on this channel since the last new block."""
         if key in self.seen:

@@ -20,14 +20,20 @@ from pool.stratum.server import StratumServer
 from pool.sv2.certificate import ServerIdentity, new_secret_key
 from pool.sv2.channel import Channel, difficulty_floor, difficulty_for_hash_rate
 from pool.sv2.codec import (
+    PROTOCOL_MINING,
+    REQUIRES_STANDARD_JOBS,
     CloseChannel,
+    Message,
     NewMiningJob,
     OpenMiningChannelError,
     OpenStandardMiningChannelSuccess,
     Reconnect,
     SetNewPrevHash,
     SetTarget,
+    SetupConnection,
+    SetupConnectionSuccess,
     SubmitSharesError,
+    SubmitSharesStandard,
     SubmitSharesSuccess,
     UpdateChannel,
     UpdateChannelError,
@@ -199,6 +205,70 @@ async def test_a_share_resent_on_a_job_sent_again_is_a_duplicate(make_rig: RigFa
     client.send(submit(channel_id, 2, again, prev, nonce))
     refused = await client.receive_type(SubmitSharesError)
     assert refused.error_code == "duplicate-share"
+    client.close()
+
+
+def send_together(client: Sv2TestClient, *messages: Message) -> None:
+    """Messages in one write: the pool reads them in one read (loopback, a few hundred bytes)."""
+    assert client.session is not None
+    client.writer.write(b"".join(client.session.encrypt_message(m) for m in messages))
+
+
+async def test_accepted_shares_of_one_read_are_answered_together(make_rig: RigFactory) -> None:
+    # SubmitShares.Success may acknowledge several shares (the spec; the firmware adds up
+    # new_submits_accepted_count): one per channel per read, in order with the errors.
+    rig = await make_rig()
+    client, channel_id, job, prev = await open_channel(rig)
+    first = find_nonce(job, prev, meets(START))
+    second = find_nonce(job, prev, meets(START), start=first + 1)
+    third = find_nonce(job, prev, meets(START), start=second + 1)
+    send_together(
+        client,
+        submit(channel_id, 1, job, prev, first),
+        submit(channel_id, 2, job, prev, second),
+        submit(channel_id, 3, job, prev, first),  # a duplicate
+        submit(channel_id, 4, job, prev, third),
+    )
+    answers = [await client.receive() for _ in range(3)]
+    assert answers == [
+        SubmitSharesSuccess(channel_id, 2, 2, 2),
+        SubmitSharesError(channel_id, 3, "duplicate-share"),
+        SubmitSharesSuccess(channel_id, 4, 1, 1),
+    ]
+    assert len(rig.services.accepted) == 3
+    client.close()
+
+
+async def test_frames_behind_a_waiting_one_are_handled_after_it(make_rig: RigFactory) -> None:
+    # A channel's payout check and a found block's spooling answer later; what came in the
+    # same read behind them waits its turn, in order.
+    # regtest's target (half of all hashes are blocks), every hash a share
+    rig = await make_rig(gbt=easy_gbt(), start_difficulty=1e-10)
+    client = await Sv2TestClient.connect(rig.sv2.port)
+    send_together(
+        client,
+        SetupConnection(PROTOCOL_MINING, 2, 2, REQUIRES_STANDARD_JOBS, "", 0, "t", "", "", ""),
+        open_standard(ADDRESS + ".rig1"),
+        SubmitSharesStandard(1, 1, 1, 0, 0, 0),  # channel 1 only exists once the open is done
+    )
+    assert isinstance(await client.receive(), SetupConnectionSuccess)
+    assert isinstance(await client.receive(), OpenStandardMiningChannelSuccess)
+    job = await client.receive_type(NewMiningJob)
+    prev = await client.receive_type(SetNewPrevHash)
+    refused = await client.receive_type(SubmitSharesError)
+    assert refused.sequence_number == 1 and refused.error_code != "invalid-channel-id"
+
+    spooled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    rig.services.block_found = lambda miner, share: spooled  # type: ignore[assignment,method-assign]
+    block = find_nonce(job, prev, lambda h: h <= EASY_TARGET)
+    share = find_nonce(job, prev, lambda h: h > EASY_TARGET)
+    send_together(client, submit(1, 2, job, prev, block), submit(1, 3, job, prev, share))
+    await wait_until(lambda: len(rig.services.accepted) == 1)
+    await asyncio.sleep(0.2)
+    assert len(rig.services.accepted) == 1 and not client.pending  # the share waits
+    spooled.set_result(None)
+    assert await client.receive() == SubmitSharesSuccess(1, 2, 1, 1)
+    assert await client.receive() == SubmitSharesSuccess(1, 3, 1, 1)
     client.close()
 
 

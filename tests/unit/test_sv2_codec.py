@@ -3,6 +3,7 @@ the firmware's own bytes (as sv2_protocol.c builds them) decode."""
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from typing import Any
 
@@ -27,11 +28,18 @@ from pool.sv2.codec import (
     U256,
     FrameHeader,
     Message,
+    SubmitSharesError,
+    SubmitSharesExtended,
+    SubmitSharesStandard,
+    SubmitSharesSuccess,
     Sv2DecodeError,
     UnknownMessage,
     WireType,
     decode_frame,
     decode_message,
+    decode_submit,
+    submit_error_frame,
+    submit_success_frame,
 )
 from tests.support.sv2_samples import SAMPLES
 from tests.support.sv2_samples import H as SAMPLE_HASH
@@ -175,3 +183,52 @@ def test_trailing_and_missing_bytes_are_decode_errors() -> None:
 def test_targets_are_little_endian_u256() -> None:
     assert codec.int_to_u256(1) == b"\x01" + bytes(31)
     assert codec.u256_to_int(codec.int_to_u256(0xFFFF << 208)) == 0xFFFF << 208
+
+
+def test_share_answers_are_the_messages_bytes() -> None:
+    # The share path writes SubmitShares.Success/.Error without building message objects.
+    for channel_id, sequence, count, total in [(1, 2, 3, 4), (0xFFFFFFFF, 0, 1, (1 << 64) - 1)]:
+        assert submit_success_frame(channel_id, sequence, count, total) == (
+            SubmitSharesSuccess(channel_id, sequence, count, total).encode_frame()
+        )
+    for code in ("difficulty-too-low", "stale-share", "", "x" * 255):
+        for _ in range(2):  # the second time from the kept encoding
+            assert submit_error_frame(7, 9, code) == SubmitSharesError(7, 9, code).encode_frame()
+
+
+def test_decode_submit_reads_what_decode_message_reads() -> None:
+    samples = [
+        SubmitSharesStandard(1, 2, 3, 4, 5, 6),
+        SubmitSharesStandard(0xFFFFFFFF, 0, 0xFFFFFFFF, 0, 0xFFFFFFFF, 0x20000000),
+        SubmitSharesExtended(1, 2, 3, 4, 5, 6, b""),
+        SubmitSharesExtended(1, 2, 3, 4, 5, 6, bytes(range(32))),
+    ]
+    for message in samples:
+        frame = message.encode_frame()
+        header = FrameHeader.decode(frame[:6])
+        fields = decode_submit(header, frame[6:])
+        extranonce = getattr(message, "extranonce", None)
+        assert fields == (*dataclasses.astuple(message)[:6], extranonce)
+        # the channel_msg bit is not checked (as the firmware does not check it)
+        assert decode_submit(header._replace(extension_type=0), frame[6:]) == fields
+
+
+@pytest.mark.parametrize(
+    ("header", "payload"),
+    [
+        (FrameHeader(0x8000, 0x1A, 23), bytes(23)),  # one byte short
+        (FrameHeader(0x8000, 0x1A, 25), bytes(25)),  # one byte too many
+        (FrameHeader(0x8000, 0x1A, 24), bytes(23)),  # shorter than the header says
+        (FrameHeader(0x8001, 0x1A, 24), bytes(24)),  # an extension
+        (FrameHeader(0x8000, 0x1B, 24), bytes(24)),  # no extranonce length
+        (FrameHeader(0x8000, 0x1B, 26), bytes(24) + b"\x02\x00"),  # length says 2, has 1
+        (FrameHeader(0x8000, 0x1B, 58), bytes(24) + b"\x21" + bytes(33)),  # over 32 bytes
+    ],
+)
+def test_decode_submit_refuses_what_decode_message_refuses(
+    header: FrameHeader, payload: bytes
+) -> None:
+    with pytest.raises(Sv2DecodeError) as expected:
+        decode_message(header, payload)
+    with pytest.raises(type(expected.value)):
+        decode_submit(header, payload)

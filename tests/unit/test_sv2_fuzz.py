@@ -10,6 +10,7 @@ message, which mutations, a seed) and throws a batch of inputs built from it, so
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections import Counter
@@ -19,7 +20,13 @@ from hypothesis import strategies as st
 
 from pool.sv2 import codec
 from pool.sv2.certificate import ServerIdentity, new_secret_key, xonly_public_key
-from pool.sv2.codec import FrameHeader, Sv2DecodeError, decode_frame, decode_message
+from pool.sv2.codec import (
+    FrameHeader,
+    Sv2DecodeError,
+    decode_frame,
+    decode_message,
+    decode_submit,
+)
 from pool.sv2.noise import HandshakeError, Initiator, NoiseSession, respond
 from tests.support.fuzz import FUZZ
 from tests.support.sv2_mutations import (
@@ -35,12 +42,28 @@ from tests.support.sv2_samples import SAMPLES
 VALID_FRAMES = [m.encode_frame() for m in SAMPLES]
 
 
+def submit_fields(frame: bytes) -> object:
+    """What the pool's share path reads from a frame: its fields, or the error's type."""
+    try:
+        header = FrameHeader.decode(frame[:6])
+        return decode_submit(header, frame[6:])
+    except Sv2DecodeError as exc:
+        return type(exc)
+
+
 def decode_only_typed_errors(frame: bytes, counts: Counter[str]) -> None:
+    share_path = frame[2:3] in (b"\x1a", b"\x1b")  # a submit: the share path reads it too
     try:
         message = decode_frame(frame)
-    except Sv2DecodeError:
+    except Sv2DecodeError as exc:
         counts["refused"] += 1
+        if share_path:
+            assert submit_fields(frame) is type(exc)
         return
+    if share_path:
+        fields = dataclasses.astuple(message)
+        assert submit_fields(frame) == (*fields[:6], fields[6] if len(fields) > 6 else None)
+        counts["submits"] += 1
     # what decodes re-encodes, and that encoding is stable
     again = message.encode_frame()
     assert decode_frame(again).encode_frame() == again
@@ -68,6 +91,7 @@ def test_decoder_throws_only_its_typed_error() -> None:
     run()
     assert counts["refused"] + counts["decoded"] >= 50_000
     assert counts["refused"] > 10_000 and counts["decoded"] > 1_000  # both paths ran
+    assert counts["submits"] > 100  # and the share path's decoder beside the general one
 
 
 def test_pure_garbage_decodes_only_to_typed_errors() -> None:
@@ -124,10 +148,18 @@ def test_stream_reader_in_any_chunking_and_with_damage() -> None:
             elif damage == "truncate":
                 wire = truncate(rng, wire)
             received = []
+            pool_reader = rng.random() < 0.5  # read_frames, as the pool reads, or feed
             try:
                 while wire:
                     cut = rng.randrange(1, 64)
-                    received += [decode_message(h, p) for h, p in server.feed(wire[:cut])]
+                    if pool_reader:
+                        server.absorb(wire[:cut])
+                        frames, error = server.read_frames()
+                        received += [decode_message(h, p) for h, p in frames]
+                        if error is not None:
+                            raise error
+                    else:
+                        received += [decode_message(h, p) for h, p in server.feed(wire[:cut])]
                     wire = wire[cut:]
             except Sv2DecodeError:
                 counts["refused"] += 1

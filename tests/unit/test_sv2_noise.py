@@ -320,3 +320,48 @@ def test_replayed_or_reordered_frames_fail() -> None:
     _, server2 = handshake()
     with pytest.raises(DecryptionError):
         list(server2.feed(first))  # another session's keys
+
+
+def test_read_frames_gives_the_frames_before_a_bad_one_then_the_error() -> None:
+    # The pool's reader: one call per read, the error returned after what came before it.
+    client, server = handshake()
+    submits = [codec.SubmitSharesStandard(1, n, 2, n, 0, 0) for n in range(3)]
+    server.absorb(b"".join(client.encrypt_message(m) for m in submits) + os.urandom(40))
+    frames, error = server.read_frames()
+    assert [codec.decode_message(*f) for f in frames] == submits
+    assert isinstance(error, DecryptionError)
+
+
+def test_read_frames_in_any_chunking_and_with_a_limit() -> None:
+    client, server = handshake()
+    messages = [codec.CloseChannel(n, "x" * n) for n in range(1, 30)]
+    wire = b"".join(client.encrypt_message(m) for m in messages)
+    got = []
+    for start in range(0, len(wire), 7):  # a byte count that splits headers and payloads
+        server.absorb(wire[start : start + 7])
+        frames, error = server.read_frames(limit=2)
+        assert error is None and len(frames) <= 2
+        got += frames
+    while frames := server.read_frames(limit=2)[0]:
+        got += frames
+    assert [codec.decode_message(*f) for f in got] == messages
+    assert server.buffered() == 0
+
+
+def test_encrypt_frames_is_encrypt_frame_in_turn() -> None:
+    # Answers gathered over one read and sealed together: the same bytes, the same nonces.
+    _, one = handshake()
+    _, batch = handshake()
+    batch.send = CipherState(b"k" * 32)
+    one.send = CipherState(b"k" * 32)
+    frames = [
+        codec.submit_error_frame(1, 7, "difficulty-too-low"),
+        codec.SetNewPrevHash(1, 2, bytes(32), 3, 4).encode_frame(),
+        codec.SetupConnectionSuccess(2, 0).encode_frame(),
+        codec.FrameHeader(0, 0x04, 0).encode(),  # an empty payload: the header alone
+        codec.NewExtendedMiningJob(
+            1, 2, None, 3, True, (), bytes(65_535), bytes(99)
+        ).encode_frame(),  # two chunks
+    ]
+    assert batch.encrypt_frames(frames) == b"".join(one.encrypt_frame(f) for f in frames)
+    assert batch.send.nonce == one.send.nonce
