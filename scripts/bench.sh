@@ -225,24 +225,36 @@ bench submit --url "stratum+tcp://127.0.0.1:$PORT" --pool-pid "$POOL_PID" --chai
     --label "valid shares, 1 client proc" --out "$OUT/submit-valid-1proc.json"
 stop_pool
 
-PORT=$(free_port)
-SV2_PORT=$(free_port)
-write_config "$WORK/sv2.toml" "${fake_node_config[@]}" "${STRATUM_COMMON[@]}" \
-    "stratum.port=$PORT" "stratum_v2.port=$SV2_PORT" 'stratum_v2.host="127.0.0.1"' \
-    "pool.data_dir=\"$WORK/data-sv2\""
-say "submit throughput, V1 and Stratum V2 (standard, extended) on one pool, back to back"
-start_pool sv2 "$WORK/sv2.toml" "$PORT"
-for url in "stratum+tcp://127.0.0.1:$PORT" "stratum2+tcp://127.0.0.1:$SV2_PORT"; do
-    channels=(standard)
-    [[ $url == stratum2* ]] && channels=(standard extended)
-    for channel in "${channels[@]}"; do
-        name=$([[ $url == stratum2* ]] && echo "sv2-$channel" || echo v1)
-        bench submit --url "$url" --sv2-channel "$channel" --pool-pid "$POOL_PID" --chain main \
-            "${FAKE_NODE[@]}" --seconds "$SUBMIT_SECONDS" --miners 200 --window 8 \
-            --label "$name beside SV2, random nonces" --out "$OUT/submit-random-$name.json"
+# V1 and SV2 on one pool, back to back: random nonces (every share refused at difficulty
+# 1024), then real shares (difficulty pinned at 1e-9, every share accepted).
+for kind in random valid; do
+    PORT=$(free_port)
+    SV2_PORT=$(free_port)
+    pinned=()
+    valid=()
+    if [ "$kind" = valid ]; then
+        pinned=('stratum.start_difficulty=1e-9' 'stratum.min_difficulty=1e-9'
+                'stratum.max_difficulty=1e-9')
+        valid=(--valid-ratio 1)
+    fi
+    write_config "$WORK/sv2-$kind.toml" "${fake_node_config[@]}" "${STRATUM_COMMON[@]}" \
+        "${pinned[@]}" "stratum.port=$PORT" "stratum_v2.port=$SV2_PORT" \
+        'stratum_v2.host="127.0.0.1"' "pool.data_dir=\"$WORK/data-sv2-$kind\""
+    say "submit throughput, V1 and Stratum V2 (standard, extended) on one pool, $kind shares"
+    start_pool "sv2-$kind" "$WORK/sv2-$kind.toml" "$PORT"
+    for url in "stratum+tcp://127.0.0.1:$PORT" "stratum2+tcp://127.0.0.1:$SV2_PORT"; do
+        channels=(standard)
+        [[ $url == stratum2* ]] && channels=(standard extended)
+        for channel in "${channels[@]}"; do
+            name=$([[ $url == stratum2* ]] && echo "sv2-$channel" || echo v1)
+            bench submit --url "$url" --sv2-channel "$channel" --pool-pid "$POOL_PID" \
+                --chain main "${FAKE_NODE[@]}" --seconds "$SUBMIT_SECONDS" --miners 200 \
+                --window 8 "${valid[@]}" --label "$name beside SV2, $kind shares" \
+                --out "$OUT/submit-$kind-$name.json"
+        done
     done
+    stop_pool
 done
-stop_pool
 
 if [ -n "$WORKERS" ]; then
     PORT=$(free_port)
@@ -370,7 +382,8 @@ say "results (JSON in $OUT)"
 # Each single-process run followed by its workers=N counterpart (when there is one).
 results=()
 for name in submit-random-1proc submit-random-2proc submit-random-window1 submit-valid-1proc \
-    connections fanout-zmq fanout-longpoll fanout-zmq-addresses fanout-mainnet-template \
+    submit-random-v1 submit-random-sv2-standard submit-random-sv2-extended \
+    submit-valid-v1 submit-valid-sv2-standard submit-valid-sv2-extended connections fanout-zmq fanout-longpoll fanout-zmq-addresses fanout-mainnet-template \
     send-floor; do
     for file in "$OUT/$name.json" "$OUT/$name-workers${WORKERS:-0}.json" "$OUT/$name-echo.json"; do
         if [ -f "$file" ]; then results+=("$file"); fi
