@@ -150,7 +150,7 @@ class Sv2Connection(asyncio.Protocol):
         self.admitted = True
         server.connections.add(self)
         assert self.transport is not None
-        self.transport.set_write_buffer_limits(high=MAX_WRITE_BUFFER)
+        self.transport.set_write_buffer_limits(high=server.max_write_buffer)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -174,7 +174,7 @@ class Sv2Connection(asyncio.Protocol):
                 self.server.table.leave_other(self.host)
 
     def pause_writing(self) -> None:
-        """More than MAX_WRITE_BUFFER bytes queued: the miner is not reading. Drop it."""
+        """More than `max_write_buffer` bytes queued: the miner is not reading. Drop it."""
         if self.closed:
             return
         log.info("%s: SV2 miner not reading its messages; dropping", self.peer)
@@ -281,9 +281,10 @@ class Sv2Connection(asyncio.Protocol):
             self.write(self.noise.encrypt_frame(frame))
 
     def write(self, data: bytes) -> None:
-        """Bytes on the wire, as they are (the handshake's, and encrypted frames)."""
+        """Bytes on the wire, as they are (the handshake's, and encrypted frames); nothing
+        once the connection is closed or being dropped."""
         transport = self.transport
-        if transport is not None and not transport.is_closing():
+        if transport is not None and not self.closed and not transport.is_closing():
             transport.write(data)
 
     def _send_acks(self) -> None:
@@ -639,6 +640,7 @@ class Sv2Server:
         self.table = connections
         self.connections: set[Sv2Connection] = set()
         self.timed_out = 0  # connections closed by the handshake or idle timeout, since start
+        self.max_write_buffer = MAX_WRITE_BUFFER
         self.tasks: set[asyncio.Future[None]] = set()  # answers waiting (payout checks, blocks)
         self._server: asyncio.Server | None = None
         self._ticker: asyncio.Task[None] | None = None

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -40,6 +42,7 @@ from pool.sv2.codec import (
     int_to_u256,
     u256_to_int,
 )
+from pool.sv2.noise import ACT2_SIZE, Initiator
 from pool.sv2.server import Sv2Server
 from pool.vardiff import MAX_STEP, RETARGET_SHARES
 from tests.support.session_fakes import (
@@ -469,6 +472,52 @@ async def test_handshake_and_idle_timeouts(make_rig: RigFactory) -> None:
     assert await idle.rest_until_closed() == []
     assert rig.sv2.timed_out == 2
     await wait_until(lambda: rig.stratum.other_connections == 0)
+
+
+async def test_miner_that_never_reads_is_dropped(
+    make_rig: RigFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    rig = await make_rig()
+    rig.sv2.max_write_buffer = 32 * 1024  # tiny, so the test needs few jobs
+    reading, _, _, _ = await open_channel(rig)
+    # A miner that sets up and opens a channel, then never reads again (tiny receive buffer).
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", rig.sv2.port))
+    initiator = Initiator()
+    await loop.sock_sendall(sock, initiator.act1())
+    reply = b""
+    while len(reply) < ACT2_SIZE:
+        reply += await loop.sock_recv(sock, ACT2_SIZE - len(reply))
+    session, _ = initiator.finish(reply)
+    setup = SetupConnection(PROTOCOL_MINING, 2, 2, REQUIRES_STANDARD_JOBS, "", 0, "t", "", "", "")
+    opening = session.encrypt_message(setup) + session.encrypt_message(open_standard(ADDRESS))
+    await loop.sock_sendall(sock, opening)
+    await wait_until(lambda: len(rig.sv2.sessions) == 2)
+    (slow,) = [c for c in rig.sv2.connections if c.channels and c.peer.endswith(
+        f":{sock.getsockname()[1]}"
+    )]  # fmt: skip
+    assert slow.transport is not None
+    transport = slow.transport
+    sent = most = 0
+    async with asyncio.timeout(20):
+        while slow in rig.sv2.connections:
+            rig.sv2.broadcast(clean=False)
+            sent += 1
+            most = max(most, transport.get_write_buffer_size())
+            assert most <= 32 * 1024 + 512, most  # the limit, plus the job that crossed it
+            if sent % 50 == 0:
+                await asyncio.sleep(0)  # let the loop write
+    assert any("not reading" in r.getMessage() for r in caplog.records)
+    # The reading miner got every job and still mines.
+    for _ in range(sent):
+        await reading.receive_type(NewMiningJob)
+    reading.send(UpdateChannel(1, 1e12, b"\xff" * 32))
+    assert isinstance(await reading.receive(), SetTarget | NewMiningJob)
+    sock.close()
 
 
 # --- close --------------------------------------------------------------------------------------
