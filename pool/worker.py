@@ -179,9 +179,10 @@ class WorkerPool:
         self._queue(messages.Connected(channel.extranonce1, channel.connected_at, "sv2"))
 
     def _sv2_gone(self, channel: Sv2Channel) -> None:
-        # No difficulty to remember: the other workers' memory is for V1 reconnects.
         self._reported.pop(channel.extranonce1, None)
-        self._queue(messages.Disconnected(channel.extranonce1))
+        # Its difficulty, for the other workers' memory (this one's has it already).
+        remember = (channel.username, channel.difficulty) if channel.accepted else None
+        self._queue(messages.Disconnected(channel.extranonce1, remember))
 
     def _queue(self, event: messages.SessionEvent) -> None:
         events = self._events

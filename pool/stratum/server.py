@@ -488,6 +488,14 @@ class StratumServer:
     def release_extranonce1(self, extranonce1: bytes) -> None:
         self._reserved.discard(extranonce1)
 
+    def recall_difficulty(self, username: str) -> float | int | None:
+        """The difficulty `username` had when it last left, over either protocol."""
+        return self.memory.recall(username, time.monotonic())
+
+    def remember_difficulty(self, username: str, difficulty: float) -> None:
+        """Another protocol's channel of `username` has closed at `difficulty`."""
+        self.memory.remember(username, difficulty, time.monotonic())
+
     def register(self, session: Session) -> None:
         """Count a connection in: `session.extranonce1` from allocate_extranonce1, with no
         await between the two."""

@@ -92,6 +92,10 @@ class ConnectionTable(Protocol):
 
     def release_extranonce1(self, extranonce1: bytes) -> None: ...
 
+    def recall_difficulty(self, username: str) -> float | int | None: ...
+
+    def remember_difficulty(self, username: str, difficulty: float) -> None: ...
+
 
 class Sv2Connection(asyncio.Protocol):
     """One miner connection: handshake, setup, then frames until it closes. An asyncio
@@ -395,6 +399,10 @@ class Sv2Connection(asyncio.Protocol):
             self.server.release_extranonce1(channel.extranonce1)
             self.send(OpenMiningChannelError(message.request_id, "max-target-out-of-range"))
             return
+        # A worker coming back (over either protocol) gets the difficulty it had.
+        remembered = self.server.recall_difficulty(username)
+        if remembered is not None:
+            channel.difficulty = remembered
         channel.difficulty = channel.clamp(channel.difficulty, self.network_difficulty())
         self.channels[channel.channel_id] = channel
         self.opened = True
@@ -681,11 +689,17 @@ class Sv2Server:
         if self.on_connect is not None:
             self.on_connect(channel)
 
+    def recall_difficulty(self, username: str) -> float | int | None:
+        return self.table.recall_difficulty(username) if self.table is not None else None
+
     def release(self, channel: Channel) -> None:
         if channel.closed:
             return
         channel.closed = True
         self.release_extranonce1(channel.extranonce1)
+        if self.table is not None and channel.accepted:
+            # Only a channel that did work: strangers' churn is not kept (as V1).
+            self.table.remember_difficulty(channel.username, channel.difficulty)
         if self.on_disconnect is not None:
             self.on_disconnect(channel)
 

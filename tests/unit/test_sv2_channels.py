@@ -275,6 +275,36 @@ async def test_frames_behind_a_waiting_one_are_handled_after_it(make_rig: RigFac
     client.close()
 
 
+async def test_a_worker_coming_back_gets_its_difficulty(make_rig: RigFactory) -> None:
+    # As in V1 (and shared with it: the key is the user name): a channel that did work
+    # leaves its difficulty behind for the next channel of the same worker.
+    rig = await make_rig(start_difficulty=START)
+    client, channel_id, job, prev = await open_channel(rig, ADDRESS + ".back")
+    client.send(submit(channel_id, 1, job, prev, find_nonce(job, prev, meets(START))))
+    await client.receive_type(SubmitSharesSuccess)
+    idle, _, _, _ = await open_channel(rig, ADDRESS + ".idle")  # no share: not remembered
+    (connection,) = [c for c in rig.sv2.connections if len(c.channels) and next(
+        iter(c.channels.values())
+    ).username.endswith(".back")]  # fmt: skip
+    connection.set_difficulty(next(iter(connection.channels.values())), START * 4)
+    for gone in (client, idle):
+        gone.close()
+    await wait_until(lambda: not rig.sv2.connections)
+
+    async def opened_at(user: str) -> bytes:
+        again = await Sv2TestClient.connect(rig.sv2.port)
+        await again.setup()
+        again.send(open_standard(user))
+        target = (await again.receive_type(OpenStandardMiningChannelSuccess)).target
+        again.close()
+        return target
+
+    assert await opened_at(ADDRESS + ".back") == int_to_u256(share_target(START * 4))
+    assert await opened_at(ADDRESS + ".idle") == int_to_u256(share_target(START))
+    # and a V1 session of that worker starts there too
+    assert rig.stratum.memory.recall(ADDRESS + ".back", time.monotonic()) == START * 4
+
+
 async def test_quiet_channel_difficulty_comes_down_on_tick(make_rig: RigFactory) -> None:
     rig = await make_rig(start_difficulty=1.0, share_interval_seconds=10)
     client, channel_id, _, _ = await open_channel(rig)
