@@ -1,5 +1,7 @@
 """Listening sockets, the same for every protocol: `::` is one dual-stack socket (IPv6 and
-IPv4), and worker processes share a port with SO_REUSEPORT."""
+IPv4), and worker processes share a port with SO_REUSEPORT. Also what every protocol's
+connections share: who they come from, dropping one that does not read, and how often their
+server sweeps them for timeouts."""
 
 from __future__ import annotations
 
@@ -11,7 +13,13 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
+from .config import StratumConfig
+
 log = logging.getLogger(__name__)
+
+MAX_WRITE_BUFFER = 1 << 20  # a miner that does not read what we send is dropped, not buffered
+TICK_SECONDS = 5.0  # a server's sweep period (shorter when a timeout is configured shorter)
+MIN_TICK_SECONDS = 0.05
 
 
 def peer_host(peername: Any) -> str:
@@ -19,6 +27,32 @@ def peer_host(peername: Any) -> str:
     if isinstance(peername, tuple) and peername:
         return str(peername[0])
     return str(peername)
+
+
+def peer_name(host: str, transport: asyncio.BaseTransport | None) -> str:
+    """`ip:port` of a connection, asked from the transport when a log line wants it rather
+    than held per connection (just the IP once the transport no longer knows its peer)."""
+    try:
+        peername = transport.get_extra_info("peername") if transport is not None else None
+    except Exception:  # a closed transport
+        peername = None
+    if isinstance(peername, tuple) and len(peername) >= 2:
+        return f"{host}:{peername[1]}"
+    return host
+
+
+def abort_soon(transport: asyncio.Transport | None) -> None:
+    """Drop a connection whose miner is not reading (called from `pause_writing`): not from
+    inside the transport's own write(), so on the next loop iteration."""
+    if transport is not None:
+        asyncio.get_running_loop().call_soon(transport.abort)
+
+
+def sweep_seconds(cfg: StratumConfig) -> float:
+    """How often a server sweeps its connections: TICK_SECONDS, or a quarter of the shortest
+    timeout when that is shorter."""
+    shortest = min(cfg.handshake_timeout_seconds, cfg.idle_timeout_seconds) / 4
+    return max(MIN_TICK_SECONDS, min(TICK_SECONDS, shortest))
 
 
 def dual_stack_socket(port: int, backlog: int, reuse_port: bool = False) -> socket.socket:

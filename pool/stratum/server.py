@@ -23,7 +23,7 @@ from typing import Any
 
 from ..config import StratumConfig
 from ..fdlimit import connection_limit, open_file_limit
-from ..listen import listen, peer_host
+from ..listen import MAX_WRITE_BUFFER, abort_soon, listen, peer_host, peer_name, sweep_seconds
 from ..services import PoolServices
 from ..tasks import Supervisor
 from .framing import LineTooLong, split_lines
@@ -33,11 +33,8 @@ from .tls import ensure_self_signed, server_context
 log = logging.getLogger(__name__)
 
 MAX_PENDING_LINES = 256  # lines queued behind a slow request (authorize) before we give up
-MAX_WRITE_BUFFER = 1 << 20  # a miner that does not read its notifies is dropped, not buffered
 # New blocks to at least this many connections are sent from two threads (when enabled).
 THREADED_SEND_MINIMUM = 64
-TICK_SECONDS = 5.0  # the sweep's period (shorter when a timeout is configured shorter)
-MIN_TICK_SECONDS = 0.05
 REFUSAL_LOG_SECONDS = 60.0  # refused connections are logged at most once per IP per minute
 CLOSE_WAIT_SECONDS = 2.0  # at shutdown: how long miners get to take their client.reconnect
 LISTENER_CLOSE_SECONDS = 5.0
@@ -86,16 +83,7 @@ class StratumProtocol(asyncio.Protocol):
 
     @property
     def peer(self) -> str:
-        """`ip:port`, asked from the transport when a log line wants it rather than held per
-        connection (just the IP once the transport no longer knows its peer)."""
-        transport = self.transport
-        try:
-            peername = transport.get_extra_info("peername") if transport is not None else None
-        except Exception:  # a closed transport
-            peername = None
-        if isinstance(peername, tuple) and len(peername) >= 2:
-            return f"{self.host}:{peername[1]}"
-        return self.host
+        return peer_name(self.host, self.transport)
 
     def data_received(self, data: bytes) -> None:
         session = self.session
@@ -134,10 +122,7 @@ class StratumProtocol(asyncio.Protocol):
         )
         session.closed = True  # nothing more is written to it
         session.close_reason = "not reading"
-        transport = self.transport
-        if transport is not None:
-            # Not from inside the transport's own write(): abort on the next loop iteration.
-            asyncio.get_running_loop().call_soon(transport.abort)
+        abort_soon(self.transport)
 
     def resume_writing(self) -> None:
         pass
@@ -604,11 +589,6 @@ class StratumServer:
 
     # --- the sweep ------------------------------------------------------------------------------
 
-    def tick_seconds(self) -> float:
-        cfg = self.pool.config
-        shortest = min(cfg.handshake_timeout_seconds, cfg.idle_timeout_seconds) / 4
-        return max(MIN_TICK_SECONDS, min(TICK_SECONDS, shortest))
-
     def sweep(self, now: float) -> None:
         """Timeouts and housekeeping for every connection, in one pass."""
         cfg = self.pool.config
@@ -641,7 +621,7 @@ class StratumServer:
 
     async def _tick_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.tick_seconds())
+            await asyncio.sleep(sweep_seconds(self.pool.config))
             try:
                 self.sweep(time.monotonic())
             except Exception:  # pragma: no cover - sweep guards each session itself

@@ -23,7 +23,7 @@ from ..config import StratumConfig, StratumV2Config
 from ..consensus.address import address_allowed
 from ..consensus.target import hash_to_int
 from ..jobs import EXTRANONCE2_SIZE, TemplateError
-from ..listen import listen, peer_host
+from ..listen import MAX_WRITE_BUFFER, abort_soon, listen, peer_host, peer_name, sweep_seconds
 from ..logsafety import is_plain, miner_text
 from ..services import AddressRefused, PoolServices
 from ..shares import ERR_OTHER, Share, ShareError, share_of, share_target
@@ -67,9 +67,6 @@ log = logging.getLogger(__name__)
 
 SV2_VERSION = 2
 MAX_CHANNELS_PER_CONNECTION = 8
-TICK_SECONDS = 5.0  # how often quiet channels' difficulty is looked at
-MIN_TICK_SECONDS = 0.05
-MAX_WRITE_BUFFER = 1 << 20  # a miner that does not read is dropped, not buffered
 MAX_U64 = (1 << 64) - 1
 SPOOL_WAIT_SECONDS = 30.0  # at shutdown: how long found blocks get to be spooled
 CLOSE_WAIT_SECONDS = 2.0  # at shutdown: how long miners get to take their Reconnect
@@ -108,7 +105,7 @@ class Sv2Connection(asyncio.Protocol):
         self.services = server.services
         self.transport: asyncio.Transport | None = None
         self.host = ""
-        self.connected_at = self.last_activity = self.last_tick = time.monotonic()
+        self.connected_at = self.last_activity = time.monotonic()
         self.closed = False
         self.admitted = False
         self.noise: NoiseSession | None = None
@@ -131,15 +128,7 @@ class Sv2Connection(asyncio.Protocol):
 
     @property
     def peer(self) -> str:
-        """`ip:port`, asked from the transport when a log line wants it."""
-        transport = self.transport
-        try:
-            peername = transport.get_extra_info("peername") if transport is not None else None
-        except Exception:  # a closed transport
-            peername = None
-        if isinstance(peername, tuple) and len(peername) >= 2:
-            return f"{self.host}:{peername[1]}"
-        return self.host
+        return peer_name(self.host, self.transport)
 
     # asyncio.Protocol ---------------------------------------------------------------------------
 
@@ -182,11 +171,8 @@ class Sv2Connection(asyncio.Protocol):
         if self.closed:
             return
         log.info("%s: SV2 miner not reading its messages; dropping", self.peer)
-        self.closed = True
-        transport = self.transport
-        if transport is not None:
-            # Not from inside the transport's own write(): abort on the next loop iteration.
-            asyncio.get_running_loop().call_soon(transport.abort)
+        self.closed = True  # nothing more is written to it
+        abort_soon(self.transport)
 
     def resume_writing(self) -> None:
         pass
@@ -726,12 +712,6 @@ class Sv2Server:
                 log.exception("%s: could not apply the new config", connection.peer)
         return closed
 
-    def tick_seconds(self) -> float:
-        """The sweep's period: TICK_SECONDS, shorter when a timeout is shorter."""
-        cfg = self.stratum_config
-        shortest = min(cfg.handshake_timeout_seconds, cfg.idle_timeout_seconds) / 4
-        return max(MIN_TICK_SECONDS, min(TICK_SECONDS, shortest))
-
     def sweep(self, now: float) -> None:
         """Timeouts (no channel within the handshake timeout, nothing received within the
         idle one), then quiet channels' difficulty."""
@@ -750,15 +730,14 @@ class Sv2Server:
                     self.timed_out += 1
                     log.debug("%s: SV2 connection timed out", connection.peer)
                     connection.close()
-                elif now - connection.last_tick >= TICK_SECONDS:
-                    connection.last_tick = now
-                    connection.tick(now)
+                else:
+                    connection.tick(now)  # (vardiff's on_tick waits out its own interval)
             except Exception:  # one bad connection must not stop the others' sweep
                 log.exception("%s: SV2 tick failed", connection.peer)
 
     async def _tick_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.tick_seconds())
+            await asyncio.sleep(sweep_seconds(self.stratum_config))
             self.sweep(time.monotonic())
 
     async def close(self) -> None:
