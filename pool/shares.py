@@ -64,8 +64,9 @@ class Share:
     header: bytes
     hash: bytes  # internal byte order
 
-    @property
+    @functools.cached_property
     def hash_int(self) -> int:
+        """(kept: judging a share compares it with the share target and the block target)"""
         return hash_to_int(self.hash)
 
     @property

@@ -21,7 +21,6 @@ from typing import Any, Protocol
 
 from ..config import StratumConfig, StratumV2Config
 from ..consensus.address import address_allowed
-from ..consensus.target import hash_to_int
 from ..jobs import EXTRANONCE2_SIZE, TemplateError
 from ..listen import MAX_WRITE_BUFFER, abort_soon, listen, peer_host, peer_name, sweep_seconds
 from ..logsafety import is_plain, miner_text
@@ -503,10 +502,10 @@ class Sv2Connection(asyncio.Protocol):
             sink.share_rejected(channel, ERR_OTHER, judged)
             self.send_frame(submit_error_frame(channel.channel_id, submit.sequence_number, judged))
             return None
-        share, difficulty, is_block = judged
+        share, difficulty = judged
         channel.accepted += 1
         sink.share_accepted(channel, share, difficulty)
-        if is_block:
+        if share.is_block:
             pending = sink.block_found(channel, share)
             if pending is not None:
                 return self._answer_block(pending, channel, submit.sequence_number, difficulty)
@@ -545,9 +544,8 @@ class Sv2Connection(asyncio.Protocol):
         if new is not None and not channel.closed:
             self.set_difficulty(channel, channel.clamp(new, self.network_difficulty()))
 
-    def judge(self, channel: Channel, submit: SubmitFields) -> tuple[Share, float, bool] | str:
-        """The share, the difficulty it was judged at and whether it is a block; or the
-        spec's error code."""
+    def judge(self, channel: Channel, submit: SubmitFields) -> tuple[Share, float] | str:
+        """The share and the difficulty it was judged at, or the spec's error code."""
         services = self.services
         sent = channel.jobs.get(submit.job_id)
         if sent is None or services.jobs.get(sent[0].job_id) is not sent[0]:
@@ -574,9 +572,7 @@ class Sv2Connection(asyncio.Protocol):
         # judged at the difficulty its job was sent with, or the channel's if it has come
         # down since (as V1 judges per job)
         difficulty = min(job_difficulty, channel.difficulty)
-        hash_int = hash_to_int(share.hash)
-        is_block = hash_int <= job.template.target  # (Share.is_block, with the hash read once)
-        if hash_int > share_target(difficulty) and not is_block:
+        if share.hash_int > share_target(difficulty) and not share.is_block:
             # (firmware compares difficulties in floating point: a share on the edge of the
             # target may come in just above it, and a block is never refused)
             return "difficulty-too-low"
@@ -585,7 +581,7 @@ class Sv2Connection(asyncio.Protocol):
         key = (job.job_id, extranonce2, submit.nonce, submit.ntime, version)
         if not channel.first_share(key):
             return "duplicate-share"
-        return share, difficulty, is_block
+        return share, difficulty
 
     def tick(self, now: float) -> None:
         """Lower the difficulty of channels that have gone quiet (as V1's sweep does)."""
