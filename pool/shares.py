@@ -63,11 +63,7 @@ class Share:
     version: int
     header: bytes
     hash: bytes  # internal byte order
-
-    @functools.cached_property
-    def hash_int(self) -> int:
-        """(kept: judging a share compares it with the share target and the block target)"""
-        return hash_to_int(self.hash)
+    hash_int: int  # the hash as the number targets are compared with (judging needs it twice)
 
     @property
     def difficulty(self) -> float:
@@ -156,4 +152,5 @@ def share_of(
         header = job.header(extranonce, ntime, nonce, version)
     else:
         header = job.header_with_root(roots.get(job, extranonce), ntime, nonce, version)
-    return Share(job, extranonce2, ntime, nonce, version, header, header_hash(header))
+    digest = header_hash(header)
+    return Share(job, extranonce2, ntime, nonce, version, header, digest, hash_to_int(digest))
