@@ -340,6 +340,7 @@ class NoiseSession:
         The pool's hot path (two decryptions per share): one call per read, the headers
         read and the decryptions done here rather than through CipherState.decrypt."""
         frames: list[tuple[FrameHeader, bytes]] = []
+        error: Sv2DecodeError | None = None
         buffer, pos, header = self._buffer, self._pos, self._header
         recv = self.recv
         open_ = recv.aead.decrypt
@@ -376,23 +377,22 @@ class NoiseSession:
                 frames.append((header, payload))
                 header, pos = None, end
         except InvalidTag:  # (the nonce is not used up, as Noise says)
-            return self._stop(frames, pos, header, DecryptionError("decryption failed (bad tag)"))
+            error = DecryptionError("decryption failed (bad tag)")
         except Sv2DecodeError as exc:
-            return self._stop(frames, pos, header, exc)
-        return self._stop(frames, pos, header, None)
+            error = exc
+        self._keep_from(pos, header)
+        return frames, error
 
-    def _stop(
-        self, frames: list[tuple[FrameHeader, bytes]], pos: int, header: FrameHeader | None,
-        error: Sv2DecodeError | None,
-    ) -> tuple[list[tuple[FrameHeader, bytes]], Sv2DecodeError | None]:  # fmt: skip
+    def _keep_from(self, pos: int, header: FrameHeader | None) -> None:
+        """Read up to `pos` (and `header`, of a frame whose payload is still to come): what
+        was read is dropped once the buffer is all read, or is large."""
         self._pos, self._header = pos, header
         if pos and pos == len(self._buffer):
             self._buffer.clear()
             self._pos = 0
-        elif pos > 4096:  # a partial frame left after many: drop what was read
+        elif pos > 4096:
             del self._buffer[:pos]
             self._pos = 0
-        return frames, error
 
     def feed(self, data: bytes) -> Iterator[tuple[FrameHeader, bytes]]:
         """`data` absorbed at once, then its frames decrypted one by one as the caller
