@@ -9,8 +9,10 @@ encrypted in chunks of at most 65,519 bytes (65,535 with the tag); the header ca
 plaintext payload length. Nonces count up from 0 in each direction and SV2 has no rekey.
 
 ECDH is BIP324's x-only ElligatorSwift ECDH (libsecp256k1 via coincurve), whose hash takes the
-initiator's encoding first: the responder is party 1. ChaCha20-Poly1305 and HKDF come from
-`cryptography`. Everything received that is wrong raises a subclass of `Sv2DecodeError`.
+initiator's encoding first: the responder is party 1. HKDF comes from `cryptography`;
+ChaCha20-Poly1305 from libsodium, as PyNaCl bundles it, called through PyNaCl's cffi module
+(see CipherState for why). Everything received that is wrong raises a subclass of
+`Sv2DecodeError`.
 """
 
 from __future__ import annotations
@@ -18,15 +20,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from coincurve._libsecp256k1 import ffi, lib
 from coincurve.context import GLOBAL_CONTEXT
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from nacl._sodium import ffi as sodium_ffi
+from nacl._sodium import lib as sodium
 
 from pool.consensus.serialize import sha256
 from pool.sv2.certificate import SIGNATURE_NOISE_MESSAGE_SIZE, SignatureNoiseMessage, new_secret_key
@@ -56,6 +58,9 @@ class HandshakeError(Sv2DecodeError):
 
 class DecryptionError(Sv2DecodeError):
     """A transport message failed authentication (tampered, out of order, or garbage)."""
+
+
+_BAD_TAG = "decryption failed (bad tag)"  # (and, as Noise says, the nonce is not used up)
 
 
 # --- secp256k1 ElligatorSwift -------------------------------------------------------------------
@@ -105,34 +110,66 @@ def ellswift_xonly(encoded: bytes) -> bytes:
 _NONCE = struct.Struct("<4xQ").pack  # 4 zero bytes, then the counter little-endian
 _new_tuple = tuple.__new__  # a FrameHeader without NamedTuple's Python-level __new__
 
+# libsodium's ChaCha20-Poly1305 with the 96-bit nonce (RFC 8439), called directly: the hot
+# loops below (NoiseSession.read_frames, encrypt_frames) call these themselves, as a Python
+# wrapper per call would cost a third of what this saves.
+_SEAL = sodium.crypto_aead_chacha20poly1305_ietf_encrypt
+_OPEN = sodium.crypto_aead_chacha20poly1305_ietf_decrypt
+_NULL = sodium_ffi.NULL
+_unpack: Callable[[Any, int], bytes] = sodium_ffi.unpack  # (char *, length) -> bytes
+_new_buffer = sodium_ffi.new
+_from_buffer = sodium_ffi.from_buffer
+# Each direction's own output space: every message of a share's path (a submit, its answer, a
+# SetTarget) fits; a larger one gets its own for the call.
+SCRATCH_SIZE = 512
+_LARGEST_SCRATCH_FRAME = HEADER_SIZE + SCRATCH_SIZE - MAC_SIZE  # (a frame whose payload fits)
+
 
 class CipherState:
-    """ChaCha20-Poly1305 with a 64-bit counter nonce (4 zero bytes, then the counter LE)."""
+    """ChaCha20-Poly1305 with a 64-bit counter nonce (4 zero bytes, then the counter LE).
 
-    __slots__ = ("aead", "nonce")
+    libsodium rather than `cryptography`'s ChaCha20Poly1305: a refused SV2 share costs four
+    AEAD calls (its header and payload in, the error's header and payload out), and each of
+    cryptography's costs ~1.1 µs here (an OpenSSL context copied and the GIL released per
+    call; the cipher itself is a tenth of that); libsodium through cffi costs ~0.5 µs. The
+    bindings are PyNaCl's (PyCA's, as cryptography is; its wheels carry libsodium: no system
+    library). docs/performance.md has the figures."""
+
+    __slots__ = ("key", "nonce", "scratch")
 
     def __init__(self, key: bytes) -> None:
-        self.aead = ChaCha20Poly1305(key)
+        if len(key) != 32:
+            raise ValueError("a ChaCha20-Poly1305 key is 32 bytes")
+        self.key = bytes(key)
         self.nonce = 0
+        self.scratch = _new_buffer("char[]", SCRATCH_SIZE)
 
-    def encrypt(self, plaintext: bytes, ad: bytes | None = None) -> bytes:
+    def output(self, size: int) -> Any:
+        """Space for `size` bytes of output: the scratch, or new space when it is too small."""
+        return self.scratch if size <= SCRATCH_SIZE else _new_buffer("char[]", size)
+
+    def encrypt(self, plaintext: bytes | bytearray | memoryview, ad: bytes = b"") -> bytes:
         nonce = self.nonce
         if nonce >= _NONCE_LIMIT:
             raise DecryptionError("Noise nonce exhausted: the connection must be reopened")
+        length = len(plaintext) + MAC_SIZE
+        out = self.output(length)
+        _SEAL(out, _NULL, bytes(plaintext), length - MAC_SIZE, ad, len(ad), _NULL,
+              _NONCE(nonce), self.key)  # fmt: skip
         self.nonce = nonce + 1
-        return self.aead.encrypt(_NONCE(nonce), plaintext, ad)
+        return _unpack(out, length)
 
-    def decrypt(self, ciphertext: bytes | bytearray, ad: bytes | None = None) -> bytes:
+    def decrypt(self, ciphertext: bytes | bytearray | memoryview, ad: bytes = b"") -> bytes:
         nonce = self.nonce
         if nonce >= _NONCE_LIMIT:
             raise DecryptionError("Noise nonce exhausted: the connection must be reopened")
-        try:
-            plaintext = self.aead.decrypt(_NONCE(nonce), ciphertext, ad)
-        except InvalidTag:
-            # as Noise says: a failed decryption does not use up the nonce
-            raise DecryptionError("decryption failed (bad tag)") from None
+        length = len(ciphertext) - MAC_SIZE
+        out = self.output(length)
+        if length < 0 or _OPEN(out, _NULL, _NULL, bytes(ciphertext), length + MAC_SIZE, ad,
+                               len(ad), _NONCE(nonce), self.key):  # fmt: skip
+            raise DecryptionError(_BAD_TAG)
         self.nonce = nonce + 1
-        return plaintext
+        return _unpack(out, length)
 
 
 def hkdf2(chaining_key: bytes, ikm: bytes) -> tuple[bytes, bytes]:
@@ -295,14 +332,18 @@ class NoiseSession:
         nonce = send.nonce
         if nonce >= _NONCE_LIMIT - 2 * len(frames):
             raise DecryptionError("Noise nonce exhausted: the connection must be reopened")
-        seal = send.aead.encrypt
+        key, out = send.key, send.scratch
         parts = []
         for frame in frames:
-            if HEADER_SIZE < len(frame) <= HEADER_SIZE + MAX_CHUNK_PLAINTEXT:
-                parts.append(seal(_NONCE(nonce), frame[:HEADER_SIZE], None))
-                parts.append(seal(_NONCE(nonce + 1), frame[HEADER_SIZE:], None))
+            size = len(frame)
+            if HEADER_SIZE < size <= _LARGEST_SCRATCH_FRAME:
+                _SEAL(out, _NULL, frame, HEADER_SIZE, _NULL, 0, _NULL, _NONCE(nonce), key)
+                parts.append(_unpack(out, ENCRYPTED_HEADER_SIZE))
+                _SEAL(out, _NULL, frame[HEADER_SIZE:], size - HEADER_SIZE, _NULL, 0, _NULL,
+                      _NONCE(nonce + 1), key)  # fmt: skip
+                parts.append(_unpack(out, size - HEADER_SIZE + MAC_SIZE))
                 nonce += 2
-            else:  # an empty payload, or one in several chunks
+            else:  # an empty payload, or a large one
                 send.nonce = nonce
                 parts.append(self.encrypt_frame(frame))
                 nonce = send.nonce
@@ -343,43 +384,50 @@ class NoiseSession:
         error: Sv2DecodeError | None = None
         buffer, pos, header = self._buffer, self._pos, self._header
         recv = self.recv
-        open_ = recv.aead.decrypt
+        key, out = recv.key, recv.scratch
         available = len(buffer)
-        try:
-            while len(frames) < limit:
-                if recv.nonce >= _NONCE_LIMIT - 1:
-                    raise DecryptionError("Noise nonce exhausted: the connection must be reopened")
-                if header is None:
-                    end = pos + ENCRYPTED_HEADER_SIZE
-                    if available < end:
-                        break
-                    raw = open_(_NONCE(recv.nonce), buffer[pos:end], None)
-                    recv.nonce += 1
-                    pos = end
-                    ext, msg_type, low, high = HEADER_LAYOUT.unpack(raw)
-                    length = low | high << 16
-                    if length > self.max_payload:
-                        raise Sv2DecodeError(f"frame payload of {length} bytes exceeds the "
-                                             f"{self.max_payload}-byte limit")  # fmt: skip
-                    header = _new_tuple(FrameHeader, (ext, msg_type, length))
-                length = header[2]
-                if 0 < length <= MAX_CHUNK_PLAINTEXT:
-                    end = pos + length + MAC_SIZE
-                    if available < end:
-                        break
-                    payload = open_(_NONCE(recv.nonce), buffer[pos:end], None)
-                    recv.nonce += 1
-                else:
-                    end = pos + ciphertext_length(length)
-                    if available < end:
-                        break
-                    payload = self._decrypt_chunks(pos, end) if length else b""
-                frames.append((header, payload))
-                header, pos = None, end
-        except InvalidTag:  # (the nonce is not used up, as Noise says)
-            error = DecryptionError("decryption failed (bad tag)")
-        except Sv2DecodeError as exc:
-            error = exc
+        # the received bytes read where they are (no copy per frame); released before
+        # _keep_from resizes the buffer
+        with _from_buffer(buffer) as received:
+            try:
+                while len(frames) < limit:
+                    if recv.nonce >= _NONCE_LIMIT - 1:
+                        raise DecryptionError("Noise nonce exhausted: the connection must be "
+                                              "reopened")  # fmt: skip
+                    if header is None:
+                        end = pos + ENCRYPTED_HEADER_SIZE
+                        if available < end:
+                            break
+                        if _OPEN(out, _NULL, _NULL, received + pos, ENCRYPTED_HEADER_SIZE,
+                                 _NULL, 0, _NONCE(recv.nonce), key):  # fmt: skip
+                            raise DecryptionError(_BAD_TAG)
+                        recv.nonce += 1
+                        pos = end
+                        ext, msg_type, low, high = HEADER_LAYOUT.unpack(_unpack(out, HEADER_SIZE))
+                        length = low | high << 16
+                        if length > self.max_payload:
+                            raise Sv2DecodeError(f"frame payload of {length} bytes exceeds the "
+                                                 f"{self.max_payload}-byte limit")  # fmt: skip
+                        header = _new_tuple(FrameHeader, (ext, msg_type, length))
+                    length = header[2]
+                    if 0 < length <= SCRATCH_SIZE:
+                        end = pos + length + MAC_SIZE
+                        if available < end:
+                            break
+                        if _OPEN(out, _NULL, _NULL, received + pos, length + MAC_SIZE, _NULL, 0,
+                                 _NONCE(recv.nonce), key):  # fmt: skip
+                            raise DecryptionError(_BAD_TAG)
+                        recv.nonce += 1
+                        payload = _unpack(out, length)
+                    else:
+                        end = pos + ciphertext_length(length)
+                        if available < end:
+                            break
+                        payload = self._decrypt_chunks(pos, end) if length else b""
+                    frames.append((header, payload))
+                    header, pos = None, end
+            except Sv2DecodeError as exc:
+                error = exc
         self._keep_from(pos, header)
         return frames, error
 

@@ -28,7 +28,9 @@ from pool.sv2.certificate import (
 )
 from pool.sv2.noise import (
     ACT2_SIZE,
+    MAX_CHUNK_PLAINTEXT,
     PROTOCOL_NAME,
+    SCRATCH_SIZE,
     CipherState,
     DecryptionError,
     HandshakeError,
@@ -98,6 +100,61 @@ def test_nonce_is_four_zero_bytes_then_the_counter_little_endian() -> None:
     expected = ChaCha20Poly1305(key).encrypt(nonce, b"x", b"")
     assert cipher.encrypt(b"x") == expected
     assert cipher.nonce == 0x0102030405060709
+
+
+# sizes on either side of the scratch space each direction decrypts and seals into
+SCRATCH_EDGES = [0, 1, 6, SCRATCH_SIZE - 16, SCRATCH_SIZE - 15, SCRATCH_SIZE, SCRATCH_SIZE + 1,
+                 4000, MAX_CHUNK_PLAINTEXT]  # fmt: skip
+
+
+def spec_nonce(counter: int) -> bytes:
+    return bytes(4) + counter.to_bytes(8, "little")
+
+
+@pytest.mark.parametrize("size", SCRATCH_EDGES)
+@pytest.mark.parametrize("ad", [b"", os.urandom(32)])
+def test_cipher_state_agrees_with_an_independent_chacha20_poly1305(size: int, ad: bytes) -> None:
+    # libsodium (ours) against OpenSSL (through cryptography), both ways, at every size class
+    key, plaintext = os.urandom(32), os.urandom(size)
+    reference = ChaCha20Poly1305(key)
+    sender, receiver = CipherState(key), CipherState(key)
+    for counter in range(3):
+        sealed = sender.encrypt(plaintext, ad)
+        assert sealed == reference.encrypt(spec_nonce(counter), plaintext, ad)
+        assert receiver.decrypt(sealed, ad) == plaintext
+    assert receiver.decrypt(reference.encrypt(spec_nonce(3), plaintext, ad), ad) == plaintext
+    assert sender.nonce == 3 and receiver.nonce == 4
+
+
+def reference_wire(key: bytes, first_nonce: int, frames: list[bytes]) -> bytes:
+    """The spec's encrypted framing written with cryptography's AEAD: each header alone, then
+    the payload in 65,519-byte chunks."""
+    aead, nonce, wire = ChaCha20Poly1305(key), first_nonce, b""
+    for frame in frames:
+        pieces = [frame[:6]] + [frame[at : at + MAX_CHUNK_PLAINTEXT]
+                                for at in range(6, len(frame), MAX_CHUNK_PLAINTEXT)]  # fmt: skip
+        for piece in pieces:
+            wire += aead.encrypt(spec_nonce(nonce), piece, None)
+            nonce += 1
+    return wire
+
+
+def frames_of_sizes(sizes: list[int]) -> list[bytes]:
+    return [codec.FrameHeader(0, 0x1C, size).encode() + os.urandom(size) for size in sizes]
+
+
+def test_read_frames_and_encrypt_frames_agree_with_an_independent_aead() -> None:
+    # The hot loops call libsodium themselves, reading in place and sealing into scratch space:
+    # checked against the framing written and read with OpenSSL's ChaCha20-Poly1305.
+    _, server = handshake()
+    key = os.urandom(32)
+    server.send, server.recv = CipherState(key), CipherState(key)
+    frames = frames_of_sizes(SCRATCH_EDGES + [MAX_CHUNK_PLAINTEXT + 1, 3])
+    server.absorb(reference_wire(key, 0, frames))
+    got, error = server.read_frames()
+    assert error is None and [h.encode() + p for h, p in got] == frames
+    server.send.nonce = 5
+    assert server.encrypt_frames(frames) == reference_wire(key, 5, frames)
 
 
 def test_failed_decryption_does_not_use_up_the_nonce() -> None:
