@@ -23,6 +23,7 @@ import orjson
 
 from ..config import StratumConfig
 from ..consensus.address import address_allowed, normalize_address
+from ..invalid import InvalidShares
 from ..jobs import (
     EXTRANONCE2_SIZE,
     NERDMINER_DOCUMENT_BYTES,
@@ -55,15 +56,12 @@ UNPLAIN_USERNAME = (
     "optionally followed by .workername, in plain text"
 )
 MAX_SEEN_SHARES = 50_000  # share hashes remembered per connection for duplicate detection
-INVALID_WINDOW_SECONDS = 60.0
-# Rejects that say the miner (or whatever pretends to be one) is broken. Stale shares (21) count
-# too, except within STALE_GRACE_SECONDS of this connection's first job on a new block: every
-# honest miner sends a few then (work already in flight), and never a stream of them otherwise.
+# Rejects that say the miner (or whatever pretends to be one) is broken, counted against
+# [stratum] max_invalid_shares_per_minute (stale ones after a grace: pool.invalid).
 COUNTED_REJECTS = frozenset(
     (ERR_OTHER, ERR_STALE, ERR_DUPLICATE, ERR_LOW_DIFFICULTY, ERR_UNAUTHORIZED,
      ERR_NOT_SUBSCRIBED)
 )
-STALE_GRACE_SECONDS = 30.0
 DIFFICULTY_MEMORY_SECONDS = 6 * 3600.0
 DIFFICULTY_MEMORY_ENTRIES = 100_000
 INTERNAL_ERROR_LOG_SECONDS = 60.0
@@ -290,10 +288,8 @@ class Session:
         "username",
         "commons",
         "last_activity",
-        "invalid_window_start",
-        "invalid_count",
+        "invalid",
         "close_reason",
-        "stale_grace_until",
     )
 
     def __init__(
@@ -344,10 +340,8 @@ class Session:
         self.roots: RootCache | None = None  # made at the first share
         self.username = ""  # as first authorized (the key of the difficulty memory)
         self.last_activity = now  # when the last line arrived (the server's idle timeout)
-        self.invalid_window_start = now
-        self.invalid_count = 0  # counted rejects since invalid_window_start
+        self.invalid = InvalidShares(now)
         self.close_reason = ""
-        self.stale_grace_until = 0.0  # stale shares before this (monotonic) are not counted
 
     @property
     def peer(self) -> str:
@@ -771,19 +765,12 @@ class Session:
         self.error(msg_id, code, reason)
         self.pool.share_rejected(self, code, reason)
         if code in COUNTED_REJECTS:
-            if code == ERR_STALE and time.monotonic() < self.stale_grace_until:
-                return
-            self._count_invalid(reason)
+            self._count_invalid(reason, stale=code == ERR_STALE)
 
-    def _count_invalid(self, reason: str) -> None:
+    def _count_invalid(self, reason: str, stale: bool = False) -> None:
         """One more invalid request in this minute; beyond the limit the connection is closed."""
-        now = time.monotonic()
-        if now - self.invalid_window_start >= INVALID_WINDOW_SECONDS:
-            self.invalid_window_start = now
-            self.invalid_count = 0
-        self.invalid_count += 1
         limit = self.pool.config.max_invalid_shares_per_minute
-        if self.invalid_count > limit and not self.closed:
+        if self.invalid.over_limit(limit, time.monotonic(), stale) and not self.closed:
             self.close_with_message(
                 f"more than {limit} invalid shares in a minute (last: {reason}); "
                 "check the miner's settings",
@@ -839,7 +826,7 @@ class Session:
                 self.newest_job_id = newest = None
                 self.older_jobs = None
                 self.seen = None
-                self.stale_grace_until = time.monotonic() + STALE_GRACE_SECONDS
+                self.invalid.new_block(time.monotonic())
             elif self.older_jobs is not None:
                 # Jobs on an old previous block can no longer be mined: forget them.
                 kept = {j: d for j, d in self.older_jobs.items() if jobs.get(j) is not None}

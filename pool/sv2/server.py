@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from ..config import StratumConfig, StratumV2Config
 from ..consensus.address import address_allowed
+from ..invalid import InvalidShares
 from ..jobs import EXTRANONCE2_SIZE, TemplateError
 from ..listen import MAX_WRITE_BUFFER, abort_soon, listen, peer_host, peer_name, sweep_seconds
 from ..logsafety import is_plain, miner_text
@@ -114,6 +115,7 @@ class Sv2Connection(asyncio.Protocol):
         self._channel_ids = itertools.count(1)
         self.opened = False  # a channel was opened: from then on the idle timeout applies
         self.spooling = 0  # found blocks being spooled before their SubmitShares.Success
+        self.invalid = InvalidShares(self.connected_at)  # refused shares, as V1 counts them
         self.busy = False  # a frame's answer is being waited for: reading is paused
         # Frames already read behind the one being waited for, and the error that ended
         # that read, if any.
@@ -435,6 +437,7 @@ class Sv2Connection(asyncio.Protocol):
             root = job.merkle_root(channel.extranonce1 + channel.extranonce2)
             self.send(NewMiningJob(channel.channel_id, job_id, min_ntime, job.version, root))
         if clean:
+            self.invalid.new_block(time.monotonic())  # shares in flight on the old one are stale
             template = job.template
             prev = bytes.fromhex(template.prev_hash)[::-1]
             self.send(SetNewPrevHash(channel.channel_id, job_id, prev, job.ntime, template.bits))
@@ -495,12 +498,14 @@ class Sv2Connection(asyncio.Protocol):
             self.send_frame(submit_error_frame(
                 submit.channel_id, submit.sequence_number, "invalid-channel-id"
             ))  # fmt: skip
+            self._count_invalid("invalid-channel-id")
             return None
         sink = self.services
         judged = self.judge(channel, submit)
         if isinstance(judged, str):
             sink.share_rejected(channel, ERR_OTHER, judged)
             self.send_frame(submit_error_frame(channel.channel_id, submit.sequence_number, judged))
+            self._count_invalid(judged)
             return None
         share, difficulty = judged
         channel.accepted += 1
@@ -511,6 +516,18 @@ class Sv2Connection(asyncio.Protocol):
                 return self._answer_block(pending, channel, submit.sequence_number, difficulty)
         self._accepted(channel, submit.sequence_number, difficulty)
         return None
+
+    def _count_invalid(self, error_code: str) -> None:
+        """A refused share counts toward [stratum] max_invalid_shares_per_minute as in V1 (a
+        stale one after the grace that follows a new block); past it the connection closes."""
+        limit = self.services.config.max_invalid_shares_per_minute
+        stale = error_code == "stale-share"
+        if self.invalid.over_limit(limit, time.monotonic(), stale) and not self.closed:
+            log.warning(
+                "%s: more than %d invalid shares in a minute (last: %s); closing: check the "
+                "miner's settings", self.peer, limit, error_code,
+            )  # fmt: skip
+            self.close()
 
     async def _answer_block(
         self, pending: Awaitable[Any], channel: Channel, sequence_number: int, difficulty: float

@@ -242,6 +242,41 @@ async def test_accepted_shares_of_one_read_are_answered_together(make_rig: RigFa
     client.close()
 
 
+async def test_a_flood_of_refused_shares_closes_that_connection_only(
+    make_rig: RigFactory,
+) -> None:
+    # [stratum] max_invalid_shares_per_minute holds for SV2 as for V1: past it, the connection
+    # is closed after the answer to the share that went over; other miners mine on.
+    rig = await make_rig(max_invalid_shares_per_minute=5)
+    flooder, flood_id, job, prev = await open_channel(rig)
+    honest, honest_id, honest_job, honest_prev = await open_channel(rig, ADDRESS + ".rig2")
+    send_together(flooder, *[submit(flood_id + 99, n, job, prev, n) for n in range(1, 8)])
+    answers = await flooder.rest_until_closed()
+    assert answers == [SubmitSharesError(flood_id + 99, n, "invalid-channel-id")
+                       for n in range(1, 7)]  # fmt: skip
+    nonce = find_nonce(honest_job, honest_prev, meets(START))
+    honest.send(submit(honest_id, 1, honest_job, honest_prev, nonce))
+    assert await honest.receive() == SubmitSharesSuccess(honest_id, 1, 1, 1)
+    honest.close()
+
+
+async def test_stale_shares_count_only_after_the_grace_of_a_new_block(
+    make_rig: RigFactory,
+) -> None:
+    rig = await make_rig(max_invalid_shares_per_minute=3)
+    client, channel_id, job, prev = await open_channel(rig)
+    gone = dataclasses.replace(job, job_id=job.job_id + 1000)  # a job the pool no longer has
+    send_together(client, *[submit(channel_id, n, gone, prev, n) for n in range(1, 6)])
+    for n in range(1, 6):  # work in flight when the block changed: answered, not counted
+        assert await client.receive() == SubmitSharesError(channel_id, n, "stale-share")
+    connection = next(iter(rig.sv2.connections))
+    connection.invalid.stale_grace_until = 0.0  # the grace is over
+    send_together(client, *[submit(channel_id, n, gone, prev, n) for n in range(6, 11)])
+    answers = await client.rest_until_closed()
+    assert [a.sequence_number for a in answers] == [6, 7, 8, 9]  # type: ignore[attr-defined]
+    client.close()
+
+
 async def test_frames_behind_a_waiting_one_are_handled_after_it(make_rig: RigFactory) -> None:
     # A channel's payout check and a found block's spooling answer later; what came in the
     # same read behind them waits its turn, in order.
