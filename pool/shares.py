@@ -54,6 +54,21 @@ class ShareError(Exception):
         self.message = message
 
 
+MAX_SEEN_SHARES = 50_000  # header hashes remembered per V1 connection or SV2 channel
+
+
+def first_submission(seen: dict[bytes, None], header_hash: bytes) -> bool:
+    """True the first time a header comes in (it is then remembered, the oldest forgotten
+    past MAX_SEEN_SHARES); False for the same work submitted again. Every job has its own
+    coinbase, so equal headers mean the same work, whatever job id it came under."""
+    if header_hash in seen:
+        return False
+    seen[header_hash] = None
+    if len(seen) > MAX_SEEN_SHARES:
+        del seen[next(iter(seen))]
+    return True
+
+
 @dataclass(frozen=True)
 class Share:
     job: Job

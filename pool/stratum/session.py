@@ -43,6 +43,7 @@ from ..shares import (
     Share,
     ShareError,
     build_share,
+    first_submission,
     share_target,
 )
 from ..vardiff import VarDiff, round_difficulty
@@ -55,7 +56,6 @@ UNPLAIN_USERNAME = (
     "the username holds control or invisible characters; set it to your payout address, "
     "optionally followed by .workername, in plain text"
 )
-MAX_SEEN_SHARES = 50_000  # share hashes remembered per connection for duplicate detection
 # Rejects that say the miner (or whatever pretends to be one) is broken, counted against
 # [stratum] max_invalid_shares_per_minute (stale ones after a grace: pool.invalid).
 COUNTED_REJECTS = frozenset(
@@ -734,16 +734,12 @@ class Session:
         return job, job_difficulty
 
     def _remember_share(self, share: Share) -> None:
-        """Only valid shares are remembered, by header hash (every job has its own coinbase, so
-        equal headers mean the same work submitted twice)."""
+        """Only valid shares are remembered (by header hash: `first_submission`)."""
         seen = self.seen
         if seen is None:
             seen = self.seen = {}
-        elif share.hash in seen:
+        if not first_submission(seen, share.hash):
             raise ShareError(ERR_DUPLICATE, "duplicate share")
-        seen[share.hash] = None
-        if len(seen) > MAX_SEEN_SHARES:
-            del seen[next(iter(seen))]
 
     # Read-only: one table of the V1 methods, shared by every session.
     _handlers: Mapping[str, Callable[[Session, Any, list[Any]], Awaitable[None] | None]] = (

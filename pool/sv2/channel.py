@@ -21,7 +21,6 @@ from ..vardiff import VarDiff, round_difficulty
 from .codec import u256_to_int
 
 JOBS_PER_CHANNEL = 16  # jobs a channel may still submit to (same previous block)
-MAX_SEEN_SHARES = 50_000
 STANDARD_EXTRANONCE2 = bytes(EXTRANONCE2_SIZE)  # a standard channel mines headers only
 
 
@@ -85,7 +84,7 @@ class Channel:
         self.accepted = 0
         # job_id -> (job, difficulty when it was sent)
         self.jobs: OrderedDict[int, tuple[Job, float]] = OrderedDict()
-        self.seen: set[tuple[str, bytes, int, int, int]] = set()
+        self.seen: dict[bytes, None] = {}  # header hashes since the last new block
         self.roots = RootCache()  # its last merkle root: shares reuse it (one per job on a
         # standard channel, one per extranonce an extended channel rolls)
 
@@ -100,14 +99,6 @@ class Channel:
         self.jobs[job_id] = (job, self.difficulty)
         while len(self.jobs) > JOBS_PER_CHANNEL:
             self.jobs.popitem(last=False)
-
-    def first_share(self, key: tuple[str, bytes, int, int, int]) -> bool:
-        """False for a share already taken on this channel since the last new block."""
-        if key in self.seen:
-            return False
-        if len(self.seen) < MAX_SEEN_SHARES:
-            self.seen.add(key)
-        return True
 
     def limit_target(self, max_target: bytes, cfg: StratumConfig) -> None:
         """Honour the miner's maximum_target (MaxTargetOutOfRange if the pool cannot)."""

@@ -26,7 +26,7 @@ from ..jobs import EXTRANONCE2_SIZE, TemplateError
 from ..listen import MAX_WRITE_BUFFER, abort_soon, listen, peer_host, peer_name, sweep_seconds
 from ..logsafety import is_plain, miner_text
 from ..services import AddressRefused, PoolServices
-from ..shares import ERR_OTHER, Share, ShareError, share_of, share_target
+from ..shares import ERR_OTHER, Share, ShareError, first_submission, share_of, share_target
 from .certificate import ServerIdentity
 from .channel import Channel, MaxTargetOutOfRange, difficulty_for_hash_rate
 from .codec import (
@@ -593,10 +593,8 @@ class Sv2Connection(asyncio.Protocol):
             # (firmware compares difficulties in floating point: a share on the edge of the
             # target may come in just above it, and a block is never refused)
             return "difficulty-too-low"
-        # keyed by the pool's job, not the job_id: a job re-sent under a new id (SetTarget)
-        # has the same headers
-        key = (job.job_id, extranonce2, submit.nonce, submit.ntime, version)
-        if not channel.first_share(key):
+        # the same header again, under any job id (SetTarget re-sends a job under a new one)
+        if not first_submission(channel.seen, share.hash):
             return "duplicate-share"
         return share, difficulty
 

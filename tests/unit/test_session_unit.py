@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from pool import shares
 from pool.consensus.block import prevhash_from_stratum
 from pool.consensus.merkle import merkle_root, merkle_root_from_branch
 from pool.consensus.serialize import sha256d
@@ -539,6 +540,18 @@ async def test_duplicate_share() -> None:
     assert ok(await m.submit(m.notify, nonce2, extranonce2=other_en2))["result"] is True
     assert len(m.pool.accepted) == 2
     assert [code for _, code, _ in m.pool.rejected] == [22, 22]
+
+
+def test_remembered_headers_forget_the_oldest_past_the_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One rule for V1 connections and SV2 channels: a bounded memory that keeps the newest.
+    monkeypatch.setattr(shares, "MAX_SEEN_SHARES", 3)
+    seen: dict[bytes, None] = {}
+    assert all(shares.first_submission(seen, bytes([n])) for n in range(4))
+    assert not shares.first_submission(seen, bytes([3]))  # the newest are still known
+    assert list(seen) == [bytes([1]), bytes([2]), bytes([3])]
+    assert shares.first_submission(seen, bytes([0]))  # the oldest was forgotten
 
 
 async def test_share_above_target() -> None:
