@@ -126,6 +126,13 @@ def test_cipher_state_agrees_with_an_independent_chacha20_poly1305(size: int, ad
     assert sender.nonce == 3 and receiver.nonce == 4
 
 
+def test_libsodium_is_initialised_by_the_import() -> None:
+    # (without sodium_init it runs its portable code, not the CPU's fastest)
+    from nacl._sodium import lib
+
+    assert lib.sodium_init() == 1  # 1: it already was
+
+
 def reference_wire(key: bytes, first_nonce: int, frames: list[bytes]) -> bytes:
     """The spec's encrypted framing written with cryptography's AEAD: each header alone, then
     the payload in 65,519-byte chunks."""
