@@ -2,7 +2,8 @@
 (SO_REUSEPORT) with the one identity the main process issued. The Bitaxe firmware's SV2 client
 mines regtest blocks that pay its address in full while a V1 miner mines beside it; the main
 process shows the SV2 channel as an "sv2" miner; a restarted worker serves SV2 again; a stop
-closes SV2 connections; a taken SV2 port is a one-line start-up error."""
+closes SV2 connections; a taken SV2 port is a one-line start-up error; a worker's difficulty
+is remembered across processes."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import signal
 import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import pytest_asyncio
@@ -22,20 +23,28 @@ import pytest_asyncio
 from pool.app import Pool
 from pool.config import StratumV2Config
 from pool.reload import reload_config
+from pool.shares import share_target
 from pool.sv2.certificate import authority_pubkey_base58, load_authority_key, xonly_public_key
 from pool.sv2.codec import (
     PROTOCOL_MINING,
     REQUIRES_STANDARD_JOBS,
     CloseChannel,
     Message,
+    NewMiningJob,
     OpenStandardMiningChannel,
     OpenStandardMiningChannelSuccess,
+    SetNewPrevHash,
+    SetTarget,
     SetupConnection,
     SetupConnectionSuccess,
+    SubmitSharesSuccess,
+    UpdateChannel,
     decode_message,
+    int_to_u256,
 )
 from pool.sv2.noise import ACT2_SIZE, Initiator, NoiseSession, ServerHello
 from pool.workers import WorkerGroup, WorkerProcess
+from tests.support import sv2_client
 from tests.support.fixtures import pool_config
 from tests.support.node import RegtestNode, RPCError, free_port
 from tests.support.pool_process import PoolProcess, write_config
@@ -48,6 +57,7 @@ from tests.support.watch import api
 __all__ = ["sv2_miner"]  # the fixture
 
 ADDRESS = USER.partition(".")[0]
+M = TypeVar("M", bound=Message)
 
 
 async def eventually(predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
@@ -86,6 +96,8 @@ class Sv2Channel:
         self.hello: ServerHello | None = None
         self.pending: list[Message] = []
         self.extranonce_prefix = b""
+        self.channel_id = 0
+        self.target = b""  # the channel's first target, as opened
 
     @classmethod
     async def open(cls, port: int, user: str) -> Sv2Channel:
@@ -103,7 +115,14 @@ class Sv2Channel:
         opened = await miner.receive()
         assert isinstance(opened, OpenStandardMiningChannelSuccess), opened
         miner.extranonce_prefix = opened.extranonce_prefix
+        miner.channel_id, miner.target = opened.channel_id, opened.target
         return miner
+
+    async def receive_type(self, kind: type[M]) -> M:
+        """The next `kind` message, past any others (new jobs after a block, SetTargets)."""
+        while not isinstance(message := await self.receive(), kind):
+            pass
+        return message
 
     @property
     def worker_index(self) -> int:
@@ -347,3 +366,36 @@ async def test_reload_reaches_sv2_channels_in_worker_processes(
     assert f"[stratum] allowed_addresses: () -> ('{keep}',)" in applied
     rest = await client.rest_until_closed()
     assert CloseChannel(1, "address-not-allowed") in rest
+
+
+async def test_a_worker_back_on_the_other_process_starts_at_its_difficulty(
+    workers_pool: Pool,
+) -> None:
+    """The difficulty memory across worker processes, as V1's: a channel that did work leaves
+    its difficulty with the coordinator, which tells every worker; the same worker name opening
+    a channel on the other process starts there (one that did no work leaves nothing)."""
+    user = ADDRESS + ".back"
+    first = await Sv2Channel.open(sv2_port(workers_pool), user)
+    job = await first.receive_type(NewMiningJob)
+    prev = await first.receive_type(SetNewPrevHash)
+    start_target = share_target(0.0001)  # pool_config's start_difficulty
+    assert first.target == int_to_u256(start_target)
+    nonce = sv2_client.find_nonce(job, prev, lambda h: h <= start_target)
+    first.send(sv2_client.submit(first.channel_id, 1, job, prev, nonce))
+    await first.receive_type(SubmitSharesSuccess)
+    # a nominal hash rate that asks for difficulty 0.01 at the 2 s share interval
+    first.send(UpdateChannel(first.channel_id, 0.01 * 2**32 / 2, b"\xff" * 32))
+    remembered = int_to_u256(share_target(0.01))
+    assert (await first.receive_type(SetTarget)).maximum_target == remembered
+    first.close()
+
+    async with asyncio.timeout(60):
+        while True:  # until a channel on the other process opens at the remembered target
+            again = await Sv2Channel.open(sv2_port(workers_pool), user)
+            again.close()
+            if again.worker_index != first.worker_index and again.target == remembered:
+                break
+            await asyncio.sleep(0.1)
+    idle = await Sv2Channel.open(sv2_port(workers_pool), ADDRESS + ".idle")
+    idle.close()
+    assert idle.target == int_to_u256(start_target)
