@@ -23,7 +23,7 @@ import orjson
 
 from ..config import StratumConfig
 from ..consensus.address import address_allowed, normalize_address
-from ..invalid import InvalidShares
+from ..invalid import CountsInvalidShares
 from ..jobs import (
     EXTRANONCE2_SIZE,
     NERDMINER_DOCUMENT_BYTES,
@@ -251,7 +251,7 @@ class SessionCommons:
         return self._start[1]
 
 
-class Session:
+class Session(CountsInvalidShares):
     """One miner's Stratum V1 conversation. States (see `state`): connected, then subscribed
     and authorized in either order; with both it is mining (difficulty, then jobs) until
     closed. It has a vardiff controller (`vardiff`) and writes through its `writer`."""
@@ -288,7 +288,6 @@ class Session:
         "username",
         "commons",
         "last_activity",
-        "invalid",
         "close_reason",
     )
 
@@ -340,7 +339,7 @@ class Session:
         self.roots: RootCache | None = None  # made at the first share
         self.username = ""  # as first authorized (the key of the difficulty memory)
         self.last_activity = now  # when the last line arrived (the server's idle timeout)
-        self.invalid = InvalidShares(now)
+        self.start_invalid_count(now)
         self.close_reason = ""
 
     @property
@@ -766,7 +765,7 @@ class Session:
     def _count_invalid(self, reason: str, stale: bool = False) -> None:
         """One more invalid request in this minute; beyond the limit the connection is closed."""
         limit = self.pool.config.max_invalid_shares_per_minute
-        if self.invalid.over_limit(limit, time.monotonic(), stale) and not self.closed:
+        if self.invalid_over_limit(limit, time.monotonic(), stale) and not self.closed:
             self.close_with_message(
                 f"more than {limit} invalid shares in a minute (last: {reason}); "
                 "check the miner's settings",
@@ -822,7 +821,7 @@ class Session:
                 self.newest_job_id = newest = None
                 self.older_jobs = None
                 self.seen = None
-                self.invalid.new_block(time.monotonic())
+                self.grace_stale_shares(time.monotonic())
             elif self.older_jobs is not None:
                 # Jobs on an old previous block can no longer be mined: forget them.
                 kept = {j: d for j, d in self.older_jobs.items() if jobs.get(j) is not None}

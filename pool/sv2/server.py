@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from ..config import StratumConfig, StratumV2Config
 from ..consensus.address import address_allowed
-from ..invalid import InvalidShares
+from ..invalid import CountsInvalidShares
 from ..jobs import EXTRANONCE2_SIZE, TemplateError
 from ..listen import MAX_WRITE_BUFFER, abort_soon, listen, peer_host, peer_name, sweep_seconds
 from ..logsafety import is_plain, miner_text
@@ -94,7 +94,7 @@ class ConnectionTable(Protocol):
     def remember_difficulty(self, username: str, difficulty: float) -> None: ...
 
 
-class Sv2Connection(asyncio.Protocol):
+class Sv2Connection(asyncio.Protocol, CountsInvalidShares):
     """One miner connection: handshake, setup, then frames until it closes. An asyncio
     Protocol, as a V1 connection: what a read brings is handled in place, and its answers
     leave in one write. A frame whose answer must wait (a channel's payout check, a found
@@ -115,7 +115,7 @@ class Sv2Connection(asyncio.Protocol):
         self._channel_ids = itertools.count(1)
         self.opened = False  # a channel was opened: from then on the idle timeout applies
         self.spooling = 0  # found blocks being spooled before their SubmitShares.Success
-        self.invalid = InvalidShares(self.connected_at)  # refused shares, as V1 counts them
+        self.start_invalid_count(self.connected_at)  # refused shares, as V1 counts them
         self.busy = False  # a frame's answer is being waited for: reading is paused
         # Frames already read behind the one being waited for, and the error that ended
         # that read, if any.
@@ -437,7 +437,7 @@ class Sv2Connection(asyncio.Protocol):
             root = job.merkle_root(channel.extranonce1 + channel.extranonce2)
             self.send(NewMiningJob(channel.channel_id, job_id, min_ntime, job.version, root))
         if clean:
-            self.invalid.new_block(time.monotonic())  # shares in flight on the old one are stale
+            self.grace_stale_shares(time.monotonic())  # shares in flight on the old one are stale
             template = job.template
             prev = bytes.fromhex(template.prev_hash)[::-1]
             self.send(SetNewPrevHash(channel.channel_id, job_id, prev, job.ntime, template.bits))
@@ -522,7 +522,7 @@ class Sv2Connection(asyncio.Protocol):
         stale one after the grace that follows a new block); past it the connection closes."""
         limit = self.services.config.max_invalid_shares_per_minute
         stale = error_code == "stale-share"
-        if self.invalid.over_limit(limit, time.monotonic(), stale) and not self.closed:
+        if self.invalid_over_limit(limit, time.monotonic(), stale) and not self.closed:
             log.warning(
                 "%s: more than %d invalid shares in a minute (last: %s); closing: check the "
                 "miner's settings", self.peer, limit, error_code,

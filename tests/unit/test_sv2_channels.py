@@ -270,7 +270,7 @@ async def test_stale_shares_count_only_after_the_grace_of_a_new_block(
     for n in range(1, 6):  # work in flight when the block changed: answered, not counted
         assert await client.receive() == SubmitSharesError(channel_id, n, "stale-share")
     connection = next(iter(rig.sv2.connections))
-    connection.invalid.stale_grace_until = 0.0  # the grace is over
+    connection.stale_grace_until = 0.0  # the grace is over
     send_together(client, *[submit(channel_id, n, gone, prev, n) for n in range(6, 11)])
     answers = await client.rest_until_closed()
     assert [a.sequence_number for a in answers] == [6, 7, 8, 9]  # type: ignore[attr-defined]
