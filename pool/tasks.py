@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 FIRST_RESTART_SECONDS = 0.5
 MAX_RESTART_SECONDS = 30.0
 HEALTHY_SECONDS = 60.0  # a run this long without failing starts the backoff over
+STOP_SECONDS = 5.0  # how long a cancelled task may take to end before shutdown goes on without it
 
 
 def supervised(
@@ -95,7 +96,26 @@ class Supervisor:
 
     async def stop(self) -> None:
         """Cancel every task still running (the children's too) and wait for them to end."""
-        tasks = list(self.running())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(self.running(), self.name)
+
+
+async def cancel_and_wait(
+    tasks: Collection[asyncio.Task[Any]], owner: str, seconds: float = STOP_SECONDS
+) -> None:
+    """Cancel `tasks` and wait for them to end, for at most `seconds`: a task still running
+    then (a library that lost the cancellation) is logged and left behind, rather than
+    holding up the shutdown (a container gets 10 s from SIGTERM to SIGKILL)."""
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    done, pending = await asyncio.wait(tasks, timeout=seconds)
+    for task in done:
+        if not task.cancelled():
+            task.exception()  # retrieved: an error on the way out was logged by its owner
+    for task in pending:
+        log.warning(
+            "%s: task %s did not end within %g s of being cancelled; stopping without it",
+            owner, task.get_name(), seconds,
+        )

@@ -38,6 +38,7 @@ RETRY_MIN = 0.25  # first retry of a node that stopped answering...
 RETRY_MAX = 2.0  # ...doubling up to this: a node that returns is used within ~2 s
 STANDBY_PROBE_SECONDS = 2.0  # how often healthy standby nodes are looked at
 IDENTITY_SECONDS = 10.0  # how often the node giving templates is asked which chain it is on
+STOP_SECONDS = 5.0  # how long stop() waits for its cancelled tasks to end
 
 # Starts a named long-running task; the composition root passes one that restarts a task that
 # fails (pool.tasks.supervised), so the node package need not know how tasks are supervised.
@@ -281,7 +282,10 @@ class TemplateSource:
             self._longpoll = None
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            # Bounded: a task that lost its cancellation is left to the supervisor's stop,
+            # which names it (the shutdown must not hang on it).
+            await asyncio.wait(tasks, timeout=STOP_SECONDS)
         self._tasks.clear()
 
     def _restart_longpoll(self) -> None:

@@ -10,7 +10,7 @@ import resource
 import pytest
 
 from pool.fdlimit import FD_RESERVE, _nr_open, connection_limit, raise_open_file_limit
-from pool.tasks import Supervisor, supervised
+from pool.tasks import Supervisor, cancel_and_wait, supervised
 
 
 async def test_a_failing_task_is_logged_and_restarted(caplog: pytest.LogCaptureFixture) -> None:
@@ -90,3 +90,34 @@ async def test_one_tree_of_supervisors_holds_every_task() -> None:
     await root.stop()  # ...and the root ends whatever is left, the children's too
     assert own.cancelled() and late.cancelled()
     assert root.running() == set()
+
+
+async def test_stop_goes_on_without_a_task_that_ignores_its_cancellation(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A library that loses a cancellation must not hang the shutdown: the stop waits a
+    # bounded time, names the task and goes on; well-behaved tasks end as before.
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not release.is_set():
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                pass  # swallowed, as a buggy library might
+
+    async def polite() -> None:
+        await asyncio.sleep(10)
+
+    stuck = asyncio.create_task(stubborn(), name="stubborn")
+    fine = asyncio.create_task(polite(), name="polite")
+    await asyncio.sleep(0)
+    with caplog.at_level(logging.WARNING, logger="pool.tasks"):
+        async with asyncio.timeout(5):
+            await cancel_and_wait([stuck, fine], "test", seconds=0.2)
+    assert fine.cancelled() and not stuck.done()
+    assert "test: task stubborn did not end within 0.2 s" in caplog.text
+    release.set()
+    stuck.cancel()
+    await asyncio.wait([stuck], timeout=5)
+    assert stuck.done()
