@@ -96,9 +96,6 @@ class Share(NamedTuple):
     def block_hash(self) -> str:
         return self.hash[::-1].hex()
 
-    def key(self) -> tuple[bytes, int, int, int]:
-        return (self.extranonce2, self.ntime, self.nonce, self.version)
-
 
 def parse_hex32(value: object, name: str) -> int:
     """A 32-bit big-endian hex field; short values are left-padded (NerdMiner drops zeros)."""

@@ -102,7 +102,7 @@ class WorkerPool:
             # Its channels' extranonce1s from this worker's space too: unique across workers.
             self.sv2 = Sv2Server(
                 self, start.sv2.config, start.sv2.identity, self.stratum.allocate_extranonce1,
-                on_connect=self._sv2_connected, on_disconnect=self._sv2_gone,
+                on_connect=self._sv2_connected, on_disconnect=self._gone,
                 connections=self.stratum, reuse_port=True,
             )  # fmt: skip
             self.miners.parts.append(self.sv2)
@@ -164,25 +164,15 @@ class WorkerPool:
     def _connected(self, session: Session) -> None:
         self._queue(messages.Connected(session.extranonce1, session.connected_at))
 
-    def _gone(self, session: Session) -> None:
-        self._reported.pop(session.extranonce1, None)
-        remember: tuple[str, float] | None = None
-        if session.mining and session.username and (
-            session.accepted or session.suggested_difficulty is not None
-        ):
-            # Its difficulty, for the other workers' memory: it may reconnect to any of them
-            # (only a miner that did work or chose its difficulty: not strangers' churn).
-            remember = (session.username, session.difficulty)
-        self._queue(messages.Disconnected(session.extranonce1, remember))
+    def _gone(self, miner: Session | Sv2Channel) -> None:
+        """A V1 session or SV2 channel gone; its difficulty goes to the other workers' memory
+        (it may come back to any of them; this one's has it already)."""
+        self._reported.pop(miner.extranonce1, None)
+        self._queue(messages.Disconnected(miner.extranonce1, miner.remembered_difficulty()))
 
     def _sv2_connected(self, channel: Sv2Channel) -> None:
         self._queue(messages.Connected(channel.extranonce1, channel.connected_at, "sv2"))
 
-    def _sv2_gone(self, channel: Sv2Channel) -> None:
-        self._reported.pop(channel.extranonce1, None)
-        # Its difficulty, for the other workers' memory (this one's has it already).
-        remember = (channel.username, channel.difficulty) if channel.accepted else None
-        self._queue(messages.Disconnected(channel.extranonce1, remember))
 
     def _queue(self, event: messages.SessionEvent) -> None:
         events = self._events

@@ -492,11 +492,9 @@ class StratumServer:
         del self._extranonces[session.extranonce1]
         if host is not None:
             self._leave_host(host)
-        if session.mining and session.username and (
-            session.accepted or session.suggested_difficulty is not None
-        ):
-            # Only a miner that did work or chose its difficulty: strangers' churn is not kept.
-            self.memory.remember(session.username, session.difficulty, time.monotonic())
+        remembered = session.remembered_difficulty()
+        if remembered is not None:
+            self.memory.remember(*remembered, time.monotonic())
         self.on_disconnect(session)
 
     def _leave_host(self, host: str) -> None:

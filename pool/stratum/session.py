@@ -423,6 +423,16 @@ class Session(CountsInvalidShares):
             self.close_reason = reason
             self.writer.close()
 
+    def remembered_difficulty(self) -> tuple[str, float] | None:
+        """What the difficulty memory keeps of this miner when it leaves: (username,
+        difficulty) for one that did work or chose its difficulty; strangers' churn is not
+        kept."""
+        if self.mining and self.username and (
+            self.accepted or self.suggested_difficulty is not None
+        ):
+            return self.username, self.difficulty
+        return None
+
     def close_with_message(self, reason: str, level: int = logging.INFO) -> None:
         """Tell the miner why (ESP-Miner and cgminer log it), then close."""
         log.log(level, "%s: closing: %s", self.peer, reason)

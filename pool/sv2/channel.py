@@ -88,6 +88,11 @@ class Channel:
         self.roots = RootCache()  # its last merkle root: shares reuse it (one per job on a
         # standard channel, one per extranonce an extended channel rolls)
 
+    def remembered_difficulty(self) -> tuple[str, float] | None:
+        """What the difficulty memory keeps of this channel when it closes (as of a V1
+        session): only a channel that did work."""
+        return (self.username, self.difficulty) if self.accepted else None
+
     @property
     def target(self) -> int:
         return share_target(self.difficulty)

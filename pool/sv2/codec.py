@@ -377,20 +377,16 @@ def message(msg_type: int, channel_msg: bool) -> Callable[[M], M]:
     return wrap
 
 
-def _message_class(header: FrameHeader, payload: bytes) -> type[Message]:
+def decode_message(header: FrameHeader, payload: bytes) -> Message:
+    """The message a frame carries. Only core messages exist here (extension_type 0 once the
+    channel_msg bit is masked off); the channel_msg bit itself is not checked, as the firmware
+    does not check it either."""
     cls = MESSAGES.get(header.msg_type)
     if cls is None or header.extension_type & ~CHANNEL_MSG_BIT:
         raise UnknownMessage(header.extension_type, header.msg_type)
     if len(payload) != header.msg_length:
         raise Sv2DecodeError(f"payload is {len(payload)} bytes, header says {header.msg_length}")
-    return cls
-
-
-def decode_message(header: FrameHeader, payload: bytes) -> Message:
-    """The message a frame carries. Only core messages exist here (extension_type 0 once the
-    channel_msg bit is masked off); the channel_msg bit itself is not checked, as the firmware
-    does not check it either."""
-    return _message_class(header, payload).decode_payload(payload)
+    return cls.decode_payload(payload)
 
 
 def decode_frame(frame: bytes, max_payload: int = MAX_INBOUND_PAYLOAD) -> Message:
@@ -636,7 +632,7 @@ def decode_submit(header: FrameHeader, payload: bytes) -> SubmitFields:
 def _success_frame_layout() -> struct.Struct:
     fields = SubmitSharesSuccess._struct
     assert fields is not None  # all fixed-size
-    return struct.Struct("<HBHB" + fields.format[1:])
+    return struct.Struct(HEADER_LAYOUT.format + fields.format[1:])  # the header, then the fields
 
 
 _SUCCESS_FRAME = _success_frame_layout()

@@ -308,7 +308,7 @@ class Sv2Connection(asyncio.Protocol, CountsInvalidShares):
         self.channels.clear()
 
     def handle(self, message: Message) -> Coroutine[Any, Any, None] | None:
-        """Every message but shares (`handle_frame` takes those once set up)."""
+        """Every message but shares (`_process` hands those to `on_submit` once set up)."""
         if isinstance(message, SetupConnection):
             self.on_setup(message)
         elif self.setup is None:
@@ -694,9 +694,9 @@ class Sv2Server:
             return
         channel.closed = True
         self.release_extranonce1(channel.extranonce1)
-        if self.table is not None and channel.accepted:
-            # Only a channel that did work: strangers' churn is not kept (as V1).
-            self.table.remember_difficulty(channel.username, channel.difficulty)
+        remembered = channel.remembered_difficulty()
+        if self.table is not None and remembered is not None:
+            self.table.remember_difficulty(*remembered)
         if self.on_disconnect is not None:
             self.on_disconnect(channel)
 
